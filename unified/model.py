@@ -1,0 +1,265 @@
+"""The model factory: `create_model(variant, size, **overrides)`, the variant registry, and the
+base class every variant derives from.
+
+Every variant is the same kind of object (DESIGN contract 1):
+    out = model(input_ids, targets=None, cache=None)  -> LMOutput(logits, loss, aux, cache)
+    cache = model.init_cache(batch_size)              # incremental decoding for every variant
+    model.num_params(), model.flops_per_token(seq_len), model.state_size(seq_len)
+A variant file defines a `LanguageModel` subclass and registers it with `@register_variant`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from unified.config import SCALES, ModelConfig, scale_config
+from unified.errors import ConfigError, UnknownNameError
+from unified.layers import init_weights, rms_norm
+
+
+@dataclass
+class LMOutput:
+    """What every forward pass returns. `loss` = next-token cross-entropy + auxiliary losses;
+    `aux` holds named scalar tensors for logging (ponder cost, mean halting steps ...)."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    cache: Any = None
+
+
+@dataclass
+class BodyOutput:
+    """What a variant's `body` returns: final hidden states, logging scalars, an auxiliary loss
+    that is added to the cross-entropy (or None), and the updated cache (or None)."""
+
+    hidden: torch.Tensor
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    aux_loss: torch.Tensor | None = None
+    cache: Any = None
+
+
+@dataclass
+class NoOptions:
+    """Options of a variant that has none beyond `ModelConfig`."""
+
+
+class LanguageModel(nn.Module):
+    """Token embedding -> variant body -> final norm -> (tied) LM head.
+
+    Subclasses set `Options` (a dataclass of their own settings), implement `body` and
+    `init_cache`, and override `flops_per_token` / `state_size` where the defaults are wrong.
+    `eval_overridable` names options that may be changed after training (e.g. loop count).
+    """
+
+    Options: type = NoOptions
+    eval_overridable: tuple[str, ...] = ()
+
+    def __init__(self, cfg: ModelConfig, opts: Any):
+        super().__init__()
+        self.cfg, self.opts = cfg, opts
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.norm_f = rms_norm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    # ---- what variants implement -------------------------------------------------------
+    def body(self, input_ids: torch.Tensor, cache: Any = None) -> BodyOutput:
+        raise NotImplementedError
+
+    def init_cache(self, batch_size: int) -> Any:
+        raise NotImplementedError
+
+    def special_init(self) -> None:
+        """Initialise parameters that need more than the GPT-2 default (decays, gates ...)."""
+
+    # ---- shared behaviour ----------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None) -> LMOutput:
+        if input_ids.dim() != 2:
+            raise ConfigError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
+        out = self.body(input_ids, cache)
+        logits = self.lm_head(self.norm_f(out.hidden))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        aux = dict(out.aux)
+        if out.aux_loss is not None:
+            aux["aux_loss"] = out.aux_loss.detach()
+            if loss is not None:
+                loss = loss + out.aux_loss
+        return LMOutput(logits=logits, loss=loss, aux=aux, cache=out.cache)
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style init of every trainable weight, then the variant's special init."""
+        init_weights(self, self.cfg.n_layers)
+        self.special_init()
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Parameter count, tied weights once. Frozen weights (parameters with requires_grad
+        False, e.g. a reservoir) count unless `trainable_only`: they are still model size."""
+        unique = {id(p): p for p in self.parameters()}.values()
+        return sum(p.numel() for p in unique if p.requires_grad or not trainable_only)
+
+    def num_frozen_params(self) -> int:
+        """Frozen (non-trainable) weights."""
+        return self.num_params() - self.num_params(trainable_only=True)
+
+    def matmul_params(self) -> int:
+        """Weights used in matrix products per token: everything except the input embedding
+        lookup (counted once via the LM head when tied) and norm gains."""
+        n = self.num_params() - self.tok_emb.weight.numel()
+        if self.cfg.tie_embeddings:
+            n += self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), nanoGPT/PaLM convention:
+        6 N + 12 n_attn_layers d T, where N is `matmul_params()` and T the sequence length."""
+        return 6 * self.matmul_params() + 12 * self.attention_layers() * self.cfg.d_model * seq_len
+
+    def attention_layers(self) -> int:
+        """Attention layers applied per token (for the attention FLOPs term)."""
+        return 0
+
+    def state_size(self, seq_len: int = 1024) -> int:
+        """Floats of decoding state kept per sequence after `seq_len` tokens (KV caches grow
+        with length; recurrent states do not)."""
+        return 0
+
+    def apply_overrides(self, **overrides: Any) -> None:
+        """Change options that may differ from training (e.g. loop count K) before evaluation."""
+        for name, value in overrides.items():
+            if name not in self.eval_overridable:
+                accepted = ", ".join(self.eval_overridable) or "none"
+                raise ConfigError(f"option {name!r} cannot be changed after training for variant "
+                                  f"{self.cfg.variant!r}; changeable: {accepted}")
+            kind = type(getattr(self.opts, name))
+            setattr(self.opts, name, kind(value))
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-dict description stored in checkpoints and results files."""
+        return {"variant": self.cfg.variant, "size": self.cfg.size, "config": self.cfg.to_dict(),
+                "options": dataclasses.asdict(self.opts),
+                "params": self.num_params(), "trainable_params": self.num_params(trainable_only=True),
+                "frozen_params": self.num_frozen_params()}
+
+
+@dataclass
+class VariantSpec:
+    """A registered variant: its class and the names it answers to."""
+
+    name: str
+    cls: type[LanguageModel]
+    aliases: tuple[str, ...] = ()
+
+
+VARIANTS: dict[str, VariantSpec] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register_variant(name: str, aliases: tuple[str, ...] = ()) -> Callable[[type], type]:
+    """Class decorator: make a `LanguageModel` subclass buildable as `create_model(name, ...)`.
+    Registered variants are put under the property tests automatically."""
+
+    def wrap(cls: type) -> type:
+        VARIANTS[name] = VariantSpec(name, cls, aliases)
+        for alias in aliases:
+            ALIASES[alias] = name
+        return cls
+
+    return wrap
+
+
+def _load_variant_modules() -> None:
+    import unified.variants as pkg
+
+    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        importlib.import_module(f"unified.variants.{mod.name}")
+
+
+def variant_names() -> list[str]:
+    """Registered variant names in ladder order."""
+    _load_variant_modules()
+    order = ["baseline", "shared_loop", "latent", "act", "ssm", "ssm_mem", "reservoir", "liquid", "hrnn", "rsm"]
+    return sorted(VARIANTS, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def resolve_variant(name: str) -> str:
+    """Canonical variant name for `name` (aliases accepted); unknown names are an error."""
+    _load_variant_modules()
+    name = ALIASES.get(name, name)
+    if name not in VARIANTS:
+        raise UnknownNameError("variant", name, variant_names())
+    return name
+
+
+def split_overrides(variant: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword overrides into ModelConfig fields and the variant's Options fields."""
+    opts_cls = VARIANTS[variant].cls.Options
+    opt_names = {f.name for f in dataclasses.fields(opts_cls)}
+    cfg_kw = {k: v for k, v in overrides.items() if k in ModelConfig.field_names()}
+    opt_kw = {k: v for k, v in overrides.items() if k in opt_names}
+    unknown = set(overrides) - set(cfg_kw) - set(opt_kw) - {"variant", "size"}
+    if unknown:
+        raise UnknownNameError(f"option for variant {variant!r}", sorted(unknown)[0],
+                               sorted(ModelConfig.field_names() | opt_names))
+    return cfg_kw, opt_kw
+
+
+def create_model(variant: str, size: str, device: torch.device | str | None = None, **overrides: Any) -> LanguageModel:
+    """Build `variant` at the named `size`, with ModelConfig or variant-option `overrides`.
+
+    Weights are a deterministic function of `init_seed` (default 0). `device="meta"` builds
+    without allocating memory (to count parameters of large scales)."""
+    variant = resolve_variant(variant)
+    if size not in SCALES:
+        raise UnknownNameError("model size", size, SCALES)
+    cfg_kw, opt_kw = split_overrides(variant, overrides)
+    cfg = scale_config(size, variant, **cfg_kw)
+    spec = VARIANTS[variant]
+    try:
+        opts = spec.cls.Options(**opt_kw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad options for variant {variant!r}: {exc}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        with torch.device(device or "cpu"):
+            model = spec.cls(cfg, opts)
+            model.reset_parameters()
+    return model
+
+
+def model_from_description(desc: dict[str, Any], device: torch.device | str | None = None) -> LanguageModel:
+    """Rebuild an (untrained) model from `LanguageModel.describe()` output stored in a checkpoint."""
+    cfg = dict(desc["config"])
+    variant, size = cfg.pop("variant"), cfg.pop("size")
+    return create_model(variant, size, device=device, **cfg, **desc.get("options", {}))
+
+
+def scale_table(vocab_sizes: tuple[int, ...] = (259, 32000), variants: list[str] | None = None) -> list[dict[str, Any]]:
+    """Real parameter counts of every (variant, size) built on the meta device."""
+    rows = []
+    for variant in variants or variant_names():
+        for size in SCALES:
+            row: dict[str, Any] = {"variant": variant, "size": size, **{k: v for k, v in SCALES[size].items()}}
+            for v in vocab_sizes:
+                m = create_model(variant, size, device="meta", vocab_size=v)
+                row[f"params_v{v}"] = m.num_params()
+                row[f"trainable_v{v}"] = m.num_params(trainable_only=True)
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":  # python -m unified.model : print the scale table (used for the README)
+    import pandas as pd
+
+    df = pd.DataFrame(scale_table())
+    print(df.to_markdown(index=False) if hasattr(df, "to_markdown") else df.to_string(index=False))

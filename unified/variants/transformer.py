@@ -1,0 +1,85 @@
+"""Transformer variants: `baseline` (a standard pre-norm decoder) and `shared_loop` (a few unique
+layers applied repeatedly, parameter-shared depth).
+
+shared_loop applies `n_unique` distinct blocks `n_loops` times (effective depth
+n_unique x n_loops). `n_loops` can be changed after training (`eval_hub.py --override
+n_loops=8`) to test whether extra iterations add useful compute, as recurrent-depth models do
+(Dehghani et al. 2019, Universal Transformers; Geiping et al. 2025). Each application has its
+own KV cache slot, so FLOPs and state grow with effective depth and are reported that way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from unified.errors import ConfigError
+from unified.layers import KVCache, TransformerBlock
+from unified.model import BodyOutput, LanguageModel, NoOptions, register_variant
+
+
+@register_variant("baseline")
+class Transformer(LanguageModel):
+    """Decoder-only transformer: pre-norm RMSNorm, RoPE, SDPA attention (GQA optional), SwiGLU."""
+
+    Options = NoOptions
+
+    def __init__(self, cfg, opts):
+        super().__init__(cfg, opts)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+
+    def schedule(self) -> list[nn.Module]:
+        """The blocks in the order they are applied (one KV-cache slot per application)."""
+        return list(self.blocks)
+
+    def body(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> BodyOutput:
+        x = self.drop(self.tok_emb(input_ids))
+        for i, block in enumerate(self.schedule()):
+            x = block(x, cache, i)
+        return BodyOutput(hidden=x, cache=cache)
+
+    def init_cache(self, batch_size: int) -> KVCache:
+        p = self.tok_emb.weight
+        return KVCache(len(self.schedule()), batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
+
+    def attention_layers(self) -> int:
+        return len(self.schedule())
+
+    def state_size(self, seq_len: int = 1024) -> int:
+        return 2 * self.attention_layers() * self.cfg.n_kv_heads * self.cfg.head_dim * seq_len
+
+
+@dataclass
+class SharedLoopOptions:
+    """n_unique: distinct blocks (default: half the scale's layers, at least 1);
+    n_loops: times the stack of unique blocks is applied (default: so that effective depth
+    equals the baseline's, i.e. equal FLOPs with fewer parameters)."""
+
+    n_unique: int = 0  # 0 = n_layers // 2 (at least 1)
+    n_loops: int = 0  # 0 = ceil(n_layers / n_unique)
+
+
+@register_variant("shared_loop")
+class SharedLoopTransformer(Transformer):
+    """`n_unique` blocks looped `n_loops` times; loop count changeable at evaluation time."""
+
+    Options = SharedLoopOptions
+    eval_overridable = ("n_loops",)
+
+    def __init__(self, cfg, opts: SharedLoopOptions):
+        if opts.n_unique < 0 or opts.n_loops < 0:
+            raise ConfigError("n_unique and n_loops must be >= 1 (0 = scale default)")
+        opts.n_unique = opts.n_unique or max(1, cfg.n_layers // 2)
+        opts.n_loops = opts.n_loops or -(-cfg.n_layers // opts.n_unique)
+        LanguageModel.__init__(self, cfg, opts)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(opts.n_unique))
+
+    def schedule(self) -> list[nn.Module]:
+        return list(self.blocks) * self.opts.n_loops
+
+    def matmul_params(self) -> int:
+        per_block = sum(p.numel() for p in self.blocks.parameters())
+        return super().matmul_params() + per_block * (self.opts.n_loops - 1)
