@@ -10,7 +10,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread per test process: tests run in parallel processes (pytest -n 2), and tiny
+# models gain nothing from more threads, while oversubscribed cores slow them down many times.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -22,10 +24,10 @@ TINY = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
 TINY_OVERRIDES: dict[str, dict] = {
     "baseline": {},
     "shared_loop": {},
-    "latent": {},
-    "act": {},
-    "ssm": {},
-    "ssm_mem": {},
+    "latent": {"K": 3},
+    "act": {"K": 3},
+    "ssm": {"d_state": 8, "headdim": 8, "chunk_size": 8},
+    "ssm_mem": {"d_state": 8, "headdim": 8, "chunk_size": 8, "attn_period": 2, "n_mem_tokens": 3},
     "reservoir": {},
     "liquid": {},
     "hrnn": {},

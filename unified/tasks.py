@@ -81,9 +81,6 @@ class Task:
         lo, hi = self.train_range
         return lo + min(hi - lo, math.floor(level * (hi - lo + 1)))
 
-    def __repr__(self) -> str:
-        return f"<Task {self.name}: {self.difficulty_name} {self.train_range}, OOD {self.ood_values}>"
-
 
 class ModAddTask(Task):
     """Sum of residues modulo 97. Difficulty = number of operands, each uniform in 0..96.

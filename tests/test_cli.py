@@ -1,0 +1,98 @@
+"""train.py and eval_hub.py end to end, as a user runs them (DESIGN contracts 4, 5, 5b, 6)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import PICO_TRAIN, run_cli
+
+CONTRACT_FILES = ["config.json", "metrics.jsonl", "summary.json", "loss.png", "accuracy.png", "best_model.pt", "last.pt"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One pico baseline run with default output dir, in a scratch working directory."""
+    cwd = tmp_path_factory.mktemp("work")
+    r = run_cli("train.py", "--variant", "baseline", *PICO_TRAIN, cwd=cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "outputs in runs/pico_baseline" in r.stdout
+    return cwd
+
+
+def test_train_writes_every_contract_file_and_loss_falls(trained: Path) -> None:
+    run = trained / "runs" / "pico_baseline"
+    for name in CONTRACT_FILES:
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    assert len(train) == 6 and len(val) == 2
+    assert train[-1]["loss"] < train[0]["loss"]
+    assert {"val_loss", "val_exact_match", "val_em/parity"} <= set(val[0])
+    config = json.loads((run / "config.json").read_text())
+    assert config["alg_tokens"] == 100000 and config["lr"] == 1e-3 and config["model"]["variant"] == "baseline"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 24 and summary["params"] > 0 and summary["best_step"] in (12, 24)
+
+
+def test_second_run_gets_a_suffix_and_eval_picks_the_newest(trained: Path) -> None:
+    r = run_cli("train.py", "--variant", "shared_loop", *PICO_TRAIN, "--max_steps", "4", "--eval_every", "4",
+                cwd=trained)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("train.py", "--variant", "shared_loop", *PICO_TRAIN, "--max_steps", "4", "--eval_every", "4",
+                cwd=trained)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (trained / "runs" / "pico_shared_loop_2" / "best_model.pt").is_file()
+    r = run_cli("eval_hub.py", "--suite", "algorithmic", "--limit", "2", "--tasks", "parity", cwd=trained)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "pico_shared_loop_2" in r.stdout
+    assert (trained / "runs" / "pico_shared_loop_2" / "results_algorithmic.json").is_file()
+
+
+def test_eval_algorithmic_writes_results_with_meta(trained: Path) -> None:
+    ckpt = trained / "runs" / "pico_baseline" / "best_model.pt"
+    out = trained / "eval_out"
+    r = run_cli("eval_hub.py", "--checkpoint", str(ckpt), "--suite", "algorithmic", "--limit", "3",
+                "--out_dir", str(out), cwd=trained)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "results_algorithmic.json").read_text())
+    meta = res["meta"]
+    for key in ("harness_version", "git_commit", "checkpoint", "checkpoint_sha256", "variant", "size", "params",
+                "tokenizer", "seed", "decoding", "grid_version", "device", "dtype", "torch_version", "wall_time_s"):
+        assert key in meta, key
+    alg = res["algorithmic"]
+    assert set(alg["tasks"]) == {"mod_add", "parity", "addition", "multiplication", "copy", "reverse", "dyck",
+                                 "chain", "compare", "successor"}
+    parity = alg["tasks"]["parity"]
+    assert parity["iid"]["n"] == 3 and set(parity["ood"]) == {"12", "16", "32"}
+    assert 0.0 <= alg["exact_match"] <= 1.0 and "exact_match_stderr" in alg
+
+
+def test_resume_continues_from_last_checkpoint(trained: Path) -> None:
+    run = trained / "runs" / "pico_baseline"
+    r = run_cli("train.py", "--variant", "baseline", *PICO_TRAIN, "--max_steps", "28", "--output_dir", str(run),
+                "--resume", cwd=trained)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 28
+    kinds = [json.loads(line)["kind"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("resume") == 1
+
+
+@pytest.mark.parametrize("script,args,needle", [
+    ("train.py", ["--variant", "nope"], "accepted: baseline, shared_loop"),
+    ("train.py", ["--model_size", "2B"], "accepted: pico, micro, nano"),
+    ("train.py", ["--alg_tasks", "parity,nope"], "unknown task 'nope'"),
+    ("train.py", ["--batch_size", "0"], "--batch_size must be >= 1"),
+    ("train.py", ["--lang_data", "missing.txt"], "does not exist"),
+    ("eval_hub.py", ["--suite", "nope"], "unknown suite 'nope'"),
+    ("eval_hub.py", ["--checkpoint", "missing.pt"], "does not exist"),
+    ("eval_hub.py", [], "no --checkpoint given"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, script: str, args: list[str], needle: str) -> None:
+    r = run_cli(script, *args, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr

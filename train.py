@@ -1,0 +1,69 @@
+"""Train one variant at one scale: python train.py --model_size nano --variant act
+
+Thin wrapper: parses arguments into `unified.training.TrainConfig` and calls `train`.
+"""
+from __future__ import annotations
+
+import argparse
+
+from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
+from unified.config import SCALES
+from unified.training import TrainConfig, train
+
+
+def build_parser() -> ArgumentParser:
+    d = TrainConfig()
+    p = ArgumentParser(description="Train a variant of the ablation ladder on the split curriculum.")
+    p.add_argument("--variant", default=d.variant, help="baseline, shared_loop, latent, act, ssm, ssm_mem, "
+                   "reservoir, liquid, hrnn, rsm (aliases accepted)")
+    p.add_argument("--model_size", default=d.model_size, help=f"one of {', '.join(SCALES)}")
+    p.add_argument("--output_dir", default=None, help="default runs/<size>_<variant> (a suffix is added if taken)")
+    p.add_argument("--seed", type=int, default=d.seed, help="weights, data and dropout seed")
+    p.add_argument("--tokenizer", default=d.tokenizer, help="byte, or an HF tokenizer name / local path")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="sequences per micro-batch per process")
+    p.add_argument("--seq_len", type=int, default=d.seq_len)
+    p.add_argument("--grad_accum", type=int, default=d.grad_accum)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 pico/micro, 6e-4 above)")
+    p.add_argument("--min_lr_ratio", type=float, default=d.min_lr_ratio)
+    p.add_argument("--weight_decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup_steps", type=int, default=None, help="default 5%% of steps, at most 500")
+    p.add_argument("--schedule", default=d.schedule, choices=["cosine", "wsd", "constant"])
+    p.add_argument("--total_tokens", type=int, default=d.total_tokens, help="training budget in tokens")
+    p.add_argument("--alg_tokens", type=int, default=None,
+                   help="end of the algorithmic phase (default: all tokens without --lang_data, else half)")
+    p.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--alg_tasks", default=d.alg_tasks, help="comma-separated task names, or all")
+    p.add_argument("--lang_data", default=None, help="local .txt file or folder for the language phase")
+    p.add_argument("--lang_alg_fraction", type=float, default=d.lang_alg_fraction,
+                   help="algorithmic share kept in the language phase")
+    p.add_argument("--eval_every", type=int, default=d.eval_every, help="steps between validation + checkpoint")
+    p.add_argument("--eval_samples", type=int, default=d.eval_samples, help="validation prompts per task")
+    p.add_argument("--log_every", type=int, default=d.log_every)
+    p.add_argument("--grad_clip", type=float, default=d.grad_clip)
+    p.add_argument("--dtype", default=d.dtype, choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output_dir from last.pt")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="model option override, repeatable (e.g. --set n_loops=4 --set dropout=0.1)")
+    p.add_argument("--debug_nan_step", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    set_offline_if_unreachable()
+    kw = {k: v for k, v in vars(args).items() if k != "overrides"}
+    cfg = TrainConfig(**kw, model_overrides=parse_overrides(args.overrides))
+    summary = train(cfg)
+    if summary:
+        out = summary["output_dir"]
+        print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_time_s']:.0f}s, "
+              f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}, best val loss "
+              f"{summary['best_val_loss']:.4f} at step {summary['best_step']}")
+        print(f"outputs in {out}: best_model.pt last.pt metrics.jsonl summary.json loss.png accuracy.png")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,76 @@
+"""What every CLI shares: one-line errors with exit status 2, and failing fast when offline.
+
+Without network, a Hugging Face hub lookup retries for ~45 s before failing. `set_offline_if_unreachable`
+probes the hub once (2 s) and, if it cannot be reached, switches the HF libraries to offline mode
+so a hub name fails at once with our one-line error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from typing import Callable
+
+from unified.errors import UnifiedError
+
+
+def set_offline_if_unreachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE unless the hub answers; returns True if offline."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return False
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        return True
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run a CLI main; a UnifiedError becomes one line on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except UnifiedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with defaults shown in --help and usage errors as one line, exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, object]:
+    """KEY=VALUE strings -> dict with ints, floats and booleans converted."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UnifiedError(f"override {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _convert(value.strip())
+    return out
+
+
+def _convert(value: str) -> object:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

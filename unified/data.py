@@ -1,0 +1,195 @@
+"""Training data: the split curriculum (algorithmic phase -> mix band -> language phase).
+
+- Algorithmic difficulty rises with tokens seen: at progress p in [0, 1] of the ramp, each
+  example's difficulty is drawn uniformly from the task's train range up to its level-p value.
+- The language fraction rises linearly over the mix band ending at `alg_tokens`, then stays at
+  1 - `lang_alg_fraction` (a persistent algorithmic share, 15% by default).
+- Held-out prompts: every prompt belongs to one split by a hash of its text (10% eval, 5% val,
+  85% train). Training rejects eval/val prompts, so the evaluation grid and the validation set
+  are disjoint from training by construction whatever the seeds (`prompt_split`).
+- Batches are a deterministic function of (seed, step, row), so a resumed or multi-process run
+  sees exactly the data of an uninterrupted single-process one.
+- Algorithmic rows pack "BOS prompt answer EOS" examples; only answer and EOS tokens are
+  supervised (prompt tokens get target -100).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from unified.corpus import TextCorpus
+from unified.errors import ConfigError
+from unified.tasks import Example, Task
+from unified.tokenizer import Tokenizer
+
+IGNORE = -100
+_BUCKETS = 20
+_SPLIT_OF_BUCKET = {0: "eval", 1: "eval", 2: "val"}  # every other bucket: train
+
+
+def prompt_split(prompt: str) -> str:
+    """Which split a prompt belongs to ("train", "val" or "eval"), from a hash of its text."""
+    bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") % _BUCKETS
+    return _SPLIT_OF_BUCKET.get(bucket, "train")
+
+
+def stream_rng(*keys: int) -> random.Random:
+    """An independent `random.Random` for a tuple of integer keys (seed, stream, step ...)."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2)
+    return random.Random(int(state[0]) << 32 | int(state[1]))
+
+
+def sample_split(task: Task, rng: random.Random, split: str, difficulty: int | None = None,
+                 max_tries: int = 400) -> Example | None:
+    """An example whose prompt belongs to `split`; difficulty fixed, or uniform over the train
+    range when None. Returns None when no such prompt turns up (tiny prompt spaces)."""
+    lo, hi = task.train_range
+    for _ in range(max_tries):
+        ex = task.sample(rng, difficulty if difficulty is not None else rng.randint(lo, hi))
+        if prompt_split(ex.prompt) == split:
+            return ex
+    return None
+
+
+def encode_example(tokenizer: Tokenizer, ex: Example) -> tuple[list[int], list[int]]:
+    """Token ids of "BOS prompt answer EOS" and their targets (answer and EOS only)."""
+    prompt = [tokenizer.bos_id] + tokenizer.encode(ex.prompt)
+    answer = tokenizer.encode(ex.answer) + [tokenizer.eos_id]
+    return prompt + answer, [IGNORE] * len(prompt) + answer
+
+
+@dataclass
+class CurriculumConfig:
+    """Token budgets and shapes of the split curriculum."""
+
+    seq_len: int = 256
+    tokens_per_step: int = 4096  # global: batch x seq_len x grad_accum x world_size
+    alg_tokens: int = 1_000_000  # end of the algorithmic phase
+    mix_tokens: int | None = None  # width of the mix band before alg_tokens (default 10% of it)
+    ramp_fraction: float = 0.8  # difficulty reaches the top of the train range at this share of alg_tokens
+    lang_alg_fraction: float = 0.15  # algorithmic share kept during the language phase
+
+    def __post_init__(self) -> None:
+        if self.mix_tokens is None:
+            self.mix_tokens = self.alg_tokens // 10
+        if not 0.0 <= self.lang_alg_fraction <= 1.0:
+            raise ConfigError(f"lang_alg_fraction must be in [0, 1], got {self.lang_alg_fraction}")
+
+
+class Curriculum:
+    """Deterministic batches of the split curriculum for any (step, row)."""
+
+    def __init__(self, cfg: CurriculumConfig, tokenizer: Tokenizer, tasks: Sequence[Task],
+                 corpus: TextCorpus | None, seed: int):
+        if not tasks:
+            raise ConfigError("the curriculum needs at least one algorithmic task")
+        self.cfg, self.tok, self.tasks, self.corpus, self.seed = cfg, tokenizer, list(tasks), corpus, seed
+        if corpus is not None and len(corpus.train) <= cfg.seq_len + 1:
+            raise ConfigError(f"language data {corpus.name!r} has {len(corpus.train)} training tokens, "
+                              f"fewer than one sequence of {cfg.seq_len + 1}")
+
+    # ---- schedule ----------------------------------------------------------------------
+    def level(self, tokens: int) -> float:
+        """Algorithmic difficulty level in [0, 1]: rises linearly to 1 over the ramp."""
+        ramp = max(1.0, self.cfg.ramp_fraction * self.cfg.alg_tokens)
+        return min(1.0, tokens / ramp)
+
+    def lang_fraction(self, tokens: int) -> float:
+        """Share of rows that are language text at `tokens` seen (0 without a corpus)."""
+        if self.corpus is None:
+            return 0.0
+        top = 1.0 - self.cfg.lang_alg_fraction
+        start = self.cfg.alg_tokens - self.cfg.mix_tokens
+        if tokens >= self.cfg.alg_tokens:
+            return top
+        if tokens < start or self.cfg.mix_tokens == 0:
+            return 0.0
+        return top * (tokens - start) / self.cfg.mix_tokens
+
+    def phase(self, tokens: int) -> str:
+        """"algorithmic", "mix" or "language"."""
+        f = self.lang_fraction(tokens)
+        if f == 0.0:
+            return "algorithmic"
+        return "language" if tokens >= self.cfg.alg_tokens else "mix"
+
+    # ---- rows and batches ----------------------------------------------------------------
+    def alg_row(self, rng: random.Random, level: float, split: str = "train") -> tuple[list[int], list[int]]:
+        """Packed examples filling seq_len + 1 tokens (PAD-padded, pads unsupervised)."""
+        n = self.cfg.seq_len + 1
+        ids: list[int] = []
+        tgt: list[int] = []
+        while True:
+            task = self.tasks[rng.randrange(len(self.tasks))]
+            lo = task.train_range[0]
+            top = task.train_difficulty(level)
+            ex = sample_split(task, rng, split, rng.randint(lo, top))
+            if ex is None:
+                continue
+            e_ids, e_tgt = encode_example(self.tok, ex)
+            if len(ids) + len(e_ids) > n:
+                if not ids:  # one example longer than the row: a configuration error
+                    raise ConfigError(f"seq_len {self.cfg.seq_len} is too short for task {task.name!r} "
+                                      f"examples of {len(e_ids)} tokens")
+                break
+            ids += e_ids
+            tgt += e_tgt
+        pad = n - len(ids)
+        return ids + [self.tok.pad_id] * pad, tgt + [IGNORE] * pad
+
+    def lang_row(self, rng: random.Random, tokens: np.ndarray) -> tuple[list[int], list[int]]:
+        """A random window of seq_len + 1 tokens; every position supervised."""
+        n = self.cfg.seq_len + 1
+        start = rng.randrange(0, len(tokens) - n + 1)
+        window = tokens[start:start + n].astype(np.int64).tolist()
+        return window, list(window)
+
+    def row(self, step: int, index: int) -> tuple[list[int], list[int]]:
+        """Row `index` of the global batch of optimizer step `step`."""
+        tokens = step * self.cfg.tokens_per_step
+        rng = stream_rng(self.seed, 1, step, index)
+        if self.corpus is not None and rng.random() < self.lang_fraction(tokens):
+            return self.lang_row(rng, self.corpus.train)
+        return self.alg_row(rng, self.level(tokens))
+
+    def batch(self, step: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of the given global row indices of step `step`, each (B, seq_len)."""
+        seqs = [self.row(step, i) for i in rows]
+        ids = torch.tensor([s[0] for s in seqs], dtype=torch.long)
+        tgt = torch.tensor([s[1] for s in seqs], dtype=torch.long)
+        return ids[:, :-1], tgt[:, 1:]
+
+    def validation_batches(self, n_rows: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Fixed held-out batches (val-split algorithmic rows at full difficulty, plus validation
+        text in the final language share) for the validation loss that selects best_model.pt."""
+        rng = stream_rng(self.seed, 2)
+        f = self.lang_fraction(10**18)
+        rows = []
+        for _ in range(n_rows):
+            if self.corpus is not None and rng.random() < f:
+                rows.append(self.lang_row(rng, self.corpus.val))
+            else:
+                rows.append(self.alg_row(rng, 1.0, split="val"))
+        out = []
+        for i in range(0, n_rows, batch_size):
+            chunk = rows[i:i + batch_size]
+            ids = torch.tensor([r[0] for r in chunk], dtype=torch.long)
+            tgt = torch.tensor([r[1] for r in chunk], dtype=torch.long)
+            out.append((ids[:, :-1], tgt[:, 1:]))
+        return out
+
+
+def heldout_examples(tasks: Sequence[Task], split: str, n_per_task: int, seed: int,
+                     difficulty: int | None = None) -> dict[str, list[Example]]:
+    """`n_per_task` examples per task from the held-out `split` (deterministic in `seed`)."""
+    out: dict[str, list[Example]] = {}
+    for ti, task in enumerate(tasks):
+        rng = stream_rng(seed, 3, ti, difficulty or 0, {"val": 1, "eval": 2}.get(split, 0))
+        exs = [sample_split(task, rng, split, difficulty) for _ in range(n_per_task)]
+        out[task.name] = [e for e in exs if e is not None]
+    return out

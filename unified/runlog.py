@@ -1,0 +1,41 @@
+"""The run's `metrics.jsonl`: appended one JSON object per line, never rewritten.
+
+Records carry a `kind` ("train", "val", "resume" ...) and a `step`. When a run resumes from a
+checkpoint at step s, a {"kind": "resume", "step": s} line is appended; `read_metrics` then drops
+earlier records with step > s (they were logged after the checkpoint and are replaced)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def append_metrics(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one record as a JSON line (flushed, so a kill loses at most this line)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        f.flush()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a metrics.jsonl, with resumed-over records removed; a torn last line is skipped."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    records: list[dict[str, Any]] = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("kind") == "resume":
+            records = [r for r in records if r.get("step", 0) <= rec["step"]]
+        records.append(rec)
+    return records
