@@ -113,8 +113,9 @@ class LanguageModel(nn.Module):
         return self.num_params() - self.num_params(trainable_only=True)
 
     def matmul_params(self) -> int:
-        """Weights used in matrix products per token: everything except the input embedding
-        lookup (counted once via the LM head when tied) and norm gains."""
+        """Weights used in matrix products per token: every parameter except the input
+        embedding lookup (counted once via the LM head when tied). Norm gains are included;
+        they are a negligible share."""
         n = self.num_params() - self.tok_emb.weight.numel()
         if self.cfg.tie_embeddings:
             n += self.lm_head.weight.numel()
@@ -122,8 +123,11 @@ class LanguageModel(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward), nanoGPT/PaLM convention:
-        6 N + 12 n_attn_layers d T, where N is `matmul_params()` and T the sequence length."""
-        return 6 * self.matmul_params() + 12 * self.attention_layers() * self.cfg.d_model * seq_len
+        6 N_trainable + 4 N_frozen + 12 n_attn_layers d T, where N are `matmul_params()` and T
+        the sequence length. Frozen weights need no weight gradient, hence 4 instead of 6."""
+        frozen = self.num_frozen_params()
+        return (6 * (self.matmul_params() - frozen) + 4 * frozen
+                + 12 * self.attention_layers() * self.cfg.d_model * seq_len)
 
     def attention_layers(self) -> int:
         """Attention layers applied per token (for the attention FLOPs term)."""
