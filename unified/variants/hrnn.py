@@ -1,0 +1,211 @@
+"""Hierarchical recurrent LM (`hrnn`): two GRU levels running at two timescales per token.
+
+For each token t, the high level runs N cycles; in each cycle the low level runs T steps on
+[token embedding; high state], then the high level updates from the final low state:
+
+    h_l <- GRU_low([x_t; h_h], h_l)      T times       (fast, inner loop)
+    h_h <- GRU_high(h_l, h_h)            once per cycle (slow, outer loop, N cycles)
+
+Both states carry across tokens and the logits of position t are read from h_h after its N-th
+cycle, so the model is causal by construction (a recurrence over the past only). The cells are
+GRUs with layer normalisation on the input and recurrent pre-activations of every gate
+(Ba, Kiros & Hinton 2016, "Layer Normalization"; GRU: Cho et al. 2014). The design follows the
+HRMLM reference (hierarchical reasoning over two timescales, cf. Wang et al. 2025, "Hierarchical
+Reasoning Model"), with its faults fixed: it builds, decoding keeps (h_l, h_h) in the cache, and
+generation is conditioned on the whole prompt because the prompt is consumed by the recurrence.
+
+Speed: the token term LN(W_x x) of the whole sequence is one matmul (and one norm) up front;
+inside a cycle the low cell's input side LN(W_x x_t) + LN(W_h h_h) is constant, so each low step
+costs one matmul (U_l h_l); after a high update one fused matmul gives both the next cycle's low
+input term W_h h_h and the high cell's recurrent term U_h h_h. Per token that is N (T + 2)
+dependent matmuls for N (T + 1) cell applications; each per-gate layer norm is one `group_norm`
+call and the GRU update is sigmoid / addcmul / tanh / lerp. The scan is a plain Python loop:
+measured on CPU (micro, batch 8), `torch.jit.script` of the same loop was no faster at first and
+~10x slower once its profiling executor re-optimised, and `torch.compile` of the per-token step
+recompiled and ran ~10x slower; both were dropped.
+`tbptt` > 0 detaches the carried states every `tbptt` tokens in training (truncated BPTT); that
+changes gradients only, never forward values. T and N may be changed at evaluation time
+(`eval_overridable`) to test whether more inner steps per token help.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from unified.errors import ConfigError
+from unified.model import BodyOutput, LanguageModel, register_variant
+
+
+# Reference recipes scaled down: (T, N) per size. Larger sizes think longer per token.
+_DEFAULT_TN: dict[str, tuple[int, int]] = {
+    "pico": (2, 2), "micro": (2, 2), "nano": (3, 2), "50M": (3, 2), "125M": (3, 2),
+    "300M": (5, 3), "350M": (5, 3), "760M": (5, 3), "1B": (7, 4), "1B-16k": (7, 4),
+}
+
+
+@dataclass
+class HRNNOptions:
+    """T: low-level steps per high cycle; N: high cycles per token (0 = scale default, see
+    `_DEFAULT_TN`; the reference used T=5, N=3). low_hidden / high_hidden: state widths
+    (0 = d_model). tbptt: detach the carried states every `tbptt` tokens in training (0 = full
+    backpropagation through the sequence)."""
+
+    T: int = 0
+    N: int = 0
+    low_hidden: int = 0
+    high_hidden: int = 0
+    tbptt: int = 0
+
+
+@dataclass
+class HRNNState:
+    """Decoding cache: the two recurrent states (B, H) and the number of tokens consumed."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    pos: int = 0
+
+
+def _group_ln(x: torch.Tensor, gain: torch.Tensor, bias: Optional[torch.Tensor], eps: float) -> torch.Tensor:
+    """Layer norm applied separately to each of the 3 gate pre-activations in x (B, 3H), with
+    per-gate gain and optional bias (Ba et al. 2016). This is exactly `group_norm` with 3 groups,
+    which does it in one kernel."""
+    return F.group_norm(x, 3, gain, bias, eps)
+
+
+def _gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """GRU state update from normalised input-side (gi) and recurrent-side (gh) gate
+    pre-activations, both (B, 3H) ordered [reset, update, candidate]:
+    r, z = sigmoid(gi_rz + gh_rz); n = tanh(gi_n + r gh_n); h' = (1 - z) n + z h."""
+    H = h.shape[1]
+    rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
+    n = torch.tanh(torch.addcmul(gi[:, 2 * H:], rz[:, :H], gh[:, 2 * H:]))
+    return torch.lerp(n, h, rz[:, H:])
+
+
+def hierarchical_scan(xn: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+                      w_high: torch.Tensor, u_low: torch.Tensor, w_up: torch.Tensor,
+                      g_hl: torch.Tensor, g_lrec: torch.Tensor, g_hin: torch.Tensor, b_hin: torch.Tensor,
+                      g_hrec: torch.Tensor, T: int, N: int, tbptt: int, pos: int, eps: float):
+    """Run the two-level recurrence over xn (B, L, 3Hl) = LN(W_x x) + b (the token part of the
+    low cell's input, normalised and biased up front). Returns the high states after every token
+    (B, L, Hh) and the final (low, high) states.
+
+    w_high: (3Hl + 3Hh, Hh) fused [W_h; U_h] applied to the high state; u_low: (3Hl, Hl) the low
+    cell's recurrent weight; w_up: (3Hh, Hl) the high cell's input weight (from the low state).
+    Each product gets its own per-gate layer norm with gain g_* (3H,) (Ba et al. 2016 normalise
+    each source separately). tbptt > 0 detaches the states before absolute positions that are
+    multiples of tbptt."""
+    n_low = u_low.shape[0]
+    w_high_t, u_low_t, w_up_t = w_high.t(), u_low.t(), w_up.t()
+    outs = []
+    for t, x_t in enumerate(xn.unbind(1)):
+        if tbptt > 0 and (pos + t) % tbptt == 0 and pos + t > 0:
+            low = low.detach()
+            high = high.detach()
+        for _n in range(N):
+            hp = torch.mm(high, w_high_t)
+            gi_low = x_t + _group_ln(hp[:, :n_low], g_hl, None, eps)
+            for _s in range(T):
+                low = _gru_update(gi_low, _group_ln(torch.mm(low, u_low_t), g_lrec, None, eps), low)
+            gi_high = _group_ln(torch.mm(low, w_up_t), g_hin, b_hin, eps)
+            high = _gru_update(gi_high, _group_ln(hp[:, n_low:], g_hrec, None, eps), high)
+        outs.append(high)
+    return torch.stack(outs, dim=1), low, high
+
+
+@register_variant("hrnn", aliases=("hierarchical_rnn",))
+class HierarchicalRNN(LanguageModel):
+    """Two-level LayerNorm-GRU language model (HRMLM); see the module docstring.
+
+    `cfg.n_layers`, `n_heads` and `d_ff` are unused: the body is one hierarchical recurrence
+    whose depth per token is N (T + 1) cell applications."""
+
+    Options = HRNNOptions
+    eval_overridable = ("T", "N")
+
+    def __init__(self, cfg, opts: HRNNOptions):
+        dt, dn = _DEFAULT_TN.get(cfg.size, (2, 2))
+        opts.T, opts.N = opts.T or dt, opts.N or dn
+        opts.low_hidden = opts.low_hidden or cfg.d_model
+        opts.high_hidden = opts.high_hidden or cfg.d_model
+        for name in ("T", "N", "low_hidden", "high_hidden"):
+            if getattr(opts, name) < 1:
+                raise ConfigError(f"hrnn option {name} must be >= 1 (0 = scale default), got {getattr(opts, name)}")
+        if opts.tbptt < 0:
+            raise ConfigError(f"hrnn option tbptt must be >= 0 (0 = full BPTT), got {opts.tbptt}")
+        super().__init__(cfg, opts)
+        d, hl, hh = cfg.d_model, opts.low_hidden, opts.high_hidden
+        self.drop = nn.Dropout(cfg.dropout)
+        self.w_x = nn.Linear(d, 3 * hl, bias=False)  # token part of the low cell's input weight
+        self.w_high = nn.Linear(hh, 3 * hl + 3 * hh, bias=False)  # [W_h (low input); U_h (high recurrent)]
+        self.u_low = nn.Linear(hl, 3 * hl, bias=False)  # low recurrent weight
+        self.w_up = nn.Linear(hl, 3 * hh, bias=False)  # high input weight (from the low state)
+        # Per-gate layer-norm gains of each product, and the gate biases (on the input side).
+        self.g_x = nn.Parameter(torch.ones(3, hl))
+        self.b_x = nn.Parameter(torch.zeros(3, hl))
+        self.g_hl = nn.Parameter(torch.ones(3, hl))
+        self.g_lrec = nn.Parameter(torch.ones(3, hl))
+        self.g_hin = nn.Parameter(torch.ones(3, hh))
+        self.b_hin = nn.Parameter(torch.zeros(3, hh))
+        self.g_hrec = nn.Parameter(torch.ones(3, hh))
+        self.out = nn.Linear(hh, d, bias=False) if hh != d else nn.Identity()
+
+    def special_init(self) -> None:
+        """LN gains: 1 on the token input, 0.5 on every state-driven product (recurrent terms and
+        high -> low), so the recurrence starts input-driven and contracting. With gain 1 on all
+        of them the untrained recurrence is chaotic (LN makes U h unit-variance whatever the
+        scale of U or h): float32 and float64 logits of a micro model differed by 0.1 after 200
+        tokens; with 0.5 they agree to 1e-6. Update-gate biases +1 (states start out leaning
+        towards keeping their value, common GRU/LSTM practice)."""
+        with torch.no_grad():
+            for g in (self.g_x, self.g_hin):
+                g.fill_(1.0)
+            for g in (self.g_hl, self.g_lrec, self.g_hrec):
+                g.fill_(0.5)
+            for b in (self.b_x, self.b_hin):
+                b.zero_()
+                b[1].fill_(1.0)
+
+    def init_cache(self, batch_size: int) -> HRNNState:
+        """Zero low and high states (the same start a forward pass without a cache uses)."""
+        p = self.w_x.weight
+        zeros = lambda h: torch.zeros(batch_size, h, device=p.device, dtype=p.dtype)  # noqa: E731
+        return HRNNState(zeros(self.opts.low_hidden), zeros(self.opts.high_hidden), 0)
+
+    def body(self, input_ids: torch.Tensor, cache: HRNNState | None = None) -> BodyOutput:
+        B, L = input_ids.shape
+        state = cache if cache is not None else self.init_cache(B)
+        xp = self.w_x(self.drop(self.tok_emb(input_ids)))  # (B, L, 3Hl): one matmul for the sequence
+        xn = _group_ln(xp.reshape(B * L, -1), self.g_x.flatten(), self.b_x.flatten(), 1e-5).view(B, L, -1)
+        tbptt = self.opts.tbptt if (self.training and torch.is_grad_enabled()) else 0
+        hs, low, high = hierarchical_scan(xn, state.low, state.high, self.w_high.weight, self.u_low.weight,
+                                          self.w_up.weight, *(p.flatten() for p in (self.g_hl, self.g_lrec,
+                                          self.g_hin, self.b_hin, self.g_hrec)), int(self.opts.T), int(self.opts.N),
+                                          int(tbptt), int(state.pos), 1e-5)
+        hidden = self.out(self.drop(hs))
+        new_cache = HRNNState(low, high, state.pos + L) if cache is not None else None
+        return BodyOutput(hidden=hidden, cache=new_cache)
+
+    def matmul_params(self) -> int:
+        """Weights applied per token: W_x and the LM head once, the fused high projection and
+        the high input weight N times, the low recurrent weight N T times."""
+        T, N = self.opts.T, self.opts.N
+        n = self.w_x.weight.numel() + self.lm_head.weight.numel()
+        n += N * (self.w_high.weight.numel() + self.w_up.weight.numel() + T * self.u_low.weight.numel())
+        if isinstance(self.out, nn.Linear):
+            n += self.out.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """6 x matmul_params(): the N (T + 1) cell applications per token, each counted with the
+        weights it multiplies (no attention term; layer norms and gates are not counted)."""
+        return 6.0 * self.matmul_params()
+
+    def state_size(self, seq_len: int = 1024) -> int:
+        """The two recurrent states; constant in seq_len."""
+        return self.opts.low_hidden + self.opts.high_hidden
