@@ -262,8 +262,30 @@ def scale_table(vocab_sizes: tuple[int, ...] = (259, 32000), variants: list[str]
     return rows
 
 
-if __name__ == "__main__":  # python -m unified.model : print the scale table (used for the README)
+def scale_table_markdown(vocab_size: int) -> str:
+    """Markdown table (sizes x variants) of real parameter counts at `vocab_size`; frozen
+    weights shown separately. Used for the README: `python -m unified.model`."""
     import pandas as pd
 
-    df = pd.DataFrame(scale_table())
-    print(df.to_markdown(index=False) if hasattr(df, "to_markdown") else df.to_string(index=False))
+    rows = scale_table((vocab_size,))
+    t, total = f"trainable_v{vocab_size}", f"params_v{vocab_size}"
+
+    def fmt(r: dict[str, Any]) -> str:
+        frozen = r[total] - r[t]
+        cell = f"{r[total] / 1e6:,.2f}M"
+        return cell + (f" ({frozen / 1e6:,.2f}M frozen)" if frozen else "")
+
+    df = pd.DataFrame([{"size": r["size"], "variant": r["variant"], "params": fmt(r)} for r in rows])
+    table = df.pivot(index="size", columns="variant", values="params").reindex(index=list(SCALES))
+    table = table[[v for v in variant_names() if v in table.columns]]
+    shapes = [f"{SCALES[s]['d_model']}/{SCALES[s]['n_layers']}/{SCALES[s]['n_heads']}" for s in table.index]
+    table.insert(0, "d/layers/heads", shapes)
+    return table.reset_index().to_markdown(index=False)
+
+
+if __name__ == "__main__":  # python -m unified.model : the README's scale tables
+    import unified.model as registry  # variants register in the imported module, not __main__
+
+    for v in (259, 32000):
+        print(f"\nvocabulary {v}:\n")
+        print(registry.scale_table_markdown(v))
