@@ -5,10 +5,26 @@ Results go to --out_dir (default: the checkpoint's folder) as results_<suite>.js
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
-from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
+from unified.cli import ArgumentParser, ensure_writable_dir, parse_overrides, run_cli, set_offline_if_unreachable
+from unified.errors import ConfigError
 from unified.evals.hub import SUITE_ALIASES, SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites
+from unified.evals.needle import NeedleSettings
+from unified.evals.perplexity import PerplexitySettings
+
+
+def _number_list(kind: type, flag: str):
+    """argparse type: comma- or space-separated numbers (so `--depths 0,0.5,1` and `--depths 0 0.5 1` both work)."""
+
+    def parse(text: str) -> list:
+        return [kind(x) for x in text.replace(",", " ").split()]  # ValueError -> argparse's one-line error
+
+    parse.__name__ = f"{kind.__name__} list for {flag}"
+    return parse
 
 
 def build_parser() -> ArgumentParser:
@@ -17,10 +33,28 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--suite", default="algorithmic", help=f"one of {', '.join([*SUITES, *SUITE_ALIASES, 'all'])}")
     p.add_argument("--out_dir", default=None, help="default: the checkpoint's folder")
     p.add_argument("--tasks", nargs="*", default=None, help="algorithmic tasks (default all)")
-    p.add_argument("--limit", type=int, default=None, help="examples per grid cell (default 100)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="examples per algorithmic grid cell (default 100); also caps --needle_samples when that is not given")
     p.add_argument("--seed", type=int, default=0, help="which held-out examples are drawn")
     p.add_argument("--batch_size", type=int, default=64)
+    nd, pd = NeedleSettings(), PerplexitySettings()
+    p.add_argument("--context_lengths", nargs="+", type=_number_list(int, "--context_lengths"), default=None,
+                   help=f"needle: prompt lengths in tokens (default {' '.join(map(str, nd.context_lengths))})")
+    p.add_argument("--depths", nargs="+", type=_number_list(float, "--depths"), default=None,
+                   help=f"needle: needle depths in [0, 1] (default {' '.join(f'{d:g}' for d in nd.depths)})")
+    p.add_argument("--needle_samples", type=int, default=None,
+                   help=f"needle: prompts per (length, depth) cell (default {nd.samples})")
+    p.add_argument("--text_file", default=None,
+                   help="perplexity: held-out UTF-8 text (default: the validation split of the run's language data)")
+    p.add_argument("--ppl_dataset", default=None,
+                   help="perplexity: validation split of an HF dataset named as for train.py --lang_dataset "
+                        "(tinystories, wikitext103, openwebtext, minipile, hf:<repo>[:<config>]); needs network or cache")
+    p.add_argument("--ppl_max_tokens", type=int, default=pd.max_tokens,
+                   help="perplexity: score at most this many tokens of the text (0 = all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch (0 = torch's default). Decoding small models is fastest on one "
+                        "thread, and extra threads slow it down badly when the cores are shared")
     p.add_argument("--tokenizer", default=None, help="must match the checkpoint's (default: the checkpoint's)")
     p.add_argument("--K", type=int, default=None, help="latent/act: thought iterations at evaluation")
     p.add_argument("--override", action="append", metavar="KEY=VALUE",
@@ -32,10 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_offline_if_unreachable()
     resolve_suite(args.suite)
-    if args.limit is not None and args.limit < 1:
-        from unified.errors import ConfigError
-
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    for flag in ("limit", "needle_samples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag} must be >= 1, got {value}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.ppl_max_tokens < 0:
+        raise ConfigError(f"--ppl_max_tokens must be >= 0 (0 = all), got {args.ppl_max_tokens}")
+    flat = {name: [x for part in getattr(args, name) for x in part] if getattr(args, name) else None
+            for name in ("context_lengths", "depths")}
+    NeedleSettings(context_lengths=flat["context_lengths"] or NeedleSettings().context_lengths,
+                   depths=flat["depths"] or NeedleSettings().depths).validate()
     ckpt = args.checkpoint
     if ckpt is None:
         ckpt = newest_checkpoint()
@@ -46,11 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     ctx = load_for_eval(ckpt, device=args.device, tokenizer=args.tokenizer, overrides=overrides)
     tasks = [t for item in (args.tasks or []) for t in item.split(",") if t] or None
-    ctx.options = {"tasks": tasks, "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size}
     out_dir = args.out_dir or str(ctx.checkpoint_path.parent)
+    ensure_writable_dir(out_dir, "--out_dir")  # fail now, not after the evaluation
+    ctx.options = {"tasks": tasks, "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size,
+                   "context_lengths": flat["context_lengths"], "depths": flat["depths"],
+                   "needle_samples": args.needle_samples, "text_file": args.text_file,
+                   "ppl_dataset": args.ppl_dataset, "ppl_max_tokens": args.ppl_max_tokens, "out_dir": out_dir}
     written = run_suites(ctx, args.suite, out_dir)
     for name, path in written.items():
         print(f"{name}: wrote {path}")
+        if name == "perplexity":
+            res = json.loads(path.read_text())["perplexity"]
+            if not res.get("available", True):
+                print(f"note: perplexity not measured: {res['reason']}")
+    if (Path(out_dir) / "needle.png").is_file() and "needle" in written:
+        print(f"needle: drew {Path(out_dir) / 'needle.png'}")
     return 0
 
 

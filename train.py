@@ -8,6 +8,7 @@ import argparse
 
 from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
 from unified.config import SCALES
+from unified.corpus import describe_sources
 from unified.training import TrainConfig, train
 
 
@@ -19,7 +20,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--model_size", default=d.model_size, help=f"one of {', '.join(SCALES)}")
     p.add_argument("--output_dir", default=None, help="default runs/<size>_<variant> (a suffix is added if taken)")
     p.add_argument("--seed", type=int, default=d.seed, help="weights, data and dropout seed")
-    p.add_argument("--tokenizer", default=d.tokenizer, help="byte, or an HF tokenizer name / local path")
+    p.add_argument("--tokenizer", default=d.tokenizer,
+                   help="byte; bpe:N (byte-level BPE of N tokens trained on the language training text, saved "
+                        "as tokenizer.json); or an HF tokenizer name / local path")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="sequences per micro-batch per process")
     p.add_argument("--seq_len", type=int, default=d.seq_len)
     p.add_argument("--grad_accum", type=int, default=d.grad_accum)
@@ -30,12 +33,30 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--schedule", default=d.schedule, choices=["cosine", "wsd", "constant"])
     p.add_argument("--total_tokens", type=int, default=d.total_tokens, help="training budget in tokens")
     p.add_argument("--alg_tokens", type=int, default=None,
-                   help="end of the algorithmic phase (default: all tokens without --lang_data, else half)")
+                   help="end of the algorithmic phase (default: half the run's tokens; all with --lang_dataset none)")
     p.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--alg_tasks", default=d.alg_tasks, help="comma-separated task names, or all")
-    p.add_argument("--lang_data", default=None, help="local .txt file or folder for the language phase")
+    p.add_argument("--lang_dataset", default=d.lang_dataset,
+                   help=f"language phase data: {describe_sources()}. auto = TinyStories when cached or "
+                        f"reachable, else the offline procedural story corpus; none = algorithmic phase only")
+    p.add_argument("--lang_data", default=None, help="local .txt file or folder (same as --lang_dataset PATH)")
+    p.add_argument("--lang_max_tokens", type=int, default=None,
+                   help="cap on the training tokens taken from a hub dataset (cached separately)")
     p.add_argument("--lang_alg_fraction", type=float, default=d.lang_alg_fraction,
                    help="algorithmic share kept in the language phase")
+    p.add_argument("--use_task_curriculum", action="store_true",
+                   help="per-task competence curriculum: EMA of validation exact match moves each task's "
+                        "difficulty and reweights sampling toward unmastered tasks")
+    p.add_argument("--task_curriculum_strategy", default=d.task_curriculum_strategy, choices=["competence", "dag"],
+                   help="dag: also unlock tasks in dependency order, replaying mastered ones")
+    p.add_argument("--curriculum_cooldown", type=int, default=d.curriculum_cooldown,
+                   help="steps between two difficulty changes of one task")
+    p.add_argument("--curriculum_min_task_evals", type=int, default=d.curriculum_min_task_evals,
+                   help="validations at a difficulty before the curriculum may change it")
+    p.add_argument("--curriculum_jitter", type=float, default=d.curriculum_jitter,
+                   help="share of a task's examples replayed at an easier difficulty")
+    p.add_argument("--curriculum_replay", type=float, default=d.curriculum_replay,
+                   help="dag: share of algorithmic rows given to mastered tasks")
     p.add_argument("--eval_every", type=int, default=d.eval_every, help="steps between validation + checkpoint")
     p.add_argument("--eval_samples", type=int, default=d.eval_samples, help="validation prompts per task")
     p.add_argument("--log_every", type=int, default=d.log_every)
@@ -61,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_time_s']:.0f}s, "
               f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}, best val loss "
               f"{summary['best_val_loss']:.4f} at step {summary['best_step']}")
-        print(f"outputs in {out}: best_model.pt last.pt metrics.jsonl summary.json loss.png accuracy.png")
+        extra = " tokenizer.json" if summary["tokenizer"].startswith("bpe:") else ""
+        extra += " curriculum.png" if args.use_task_curriculum else ""
+        print(f"outputs in {out}: best_model.pt last.pt metrics.jsonl summary.json loss.png accuracy.png{extra}")
     return 0
 
 

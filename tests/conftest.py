@@ -28,10 +28,10 @@ TINY_OVERRIDES: dict[str, dict] = {
     "act": {"K": 3},
     "ssm": {"d_state": 8, "headdim": 8, "chunk_size": 8},
     "ssm_mem": {"d_state": 8, "headdim": 8, "chunk_size": 8, "attn_period": 2, "n_mem_tokens": 3},
-    "reservoir": {},
-    "liquid": {},
-    "hrnn": {},
-    "rsm": {},
+    "reservoir": {"reservoir_size": 48, "chunk_size": 8},
+    "liquid": {"reservoir_size": 48},
+    "hrnn": {"T": 2, "N": 2, "low_hidden": 24, "high_hidden": 16, "tbptt": 16},
+    "rsm": {"chunk_size": 8, "n_slots": 4, "window": 6, "sync_every": 3, "bptt_chunks": 2},
 }
 
 

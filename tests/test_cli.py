@@ -32,7 +32,9 @@ def test_train_writes_every_contract_file_and_loss_falls(trained: Path) -> None:
     assert train[-1]["loss"] < train[0]["loss"]
     assert {"val_loss", "val_exact_match", "val_em/parity"} <= set(val[0])
     config = json.loads((run / "config.json").read_text())
-    assert config["alg_tokens"] == 100000 and config["lr"] == 1e-3 and config["model"]["variant"] == "baseline"
+    # default alg_tokens: half of the run's 24 x 4 x 96 tokens; the other half is language (procedural offline)
+    assert config["alg_tokens"] == 24 * 4 * 96 // 2 and config["language_source"] is not None
+    assert config["lr"] == 1e-3 and config["model"]["variant"] == "baseline"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 24 and summary["params"] > 0 and summary["best_step"] in (12, 24)
 

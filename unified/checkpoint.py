@@ -1,9 +1,14 @@
 """Checkpoints: written atomically, loaded with `torch.load(weights_only=True)`.
 
 A checkpoint is a plain dict: {"format", "model": describe() dict, "state_dict", "tokenizer",
-"train_config", "step", "optimizer", "scheduler", "rng", "extra"}. Configs are plain dicts so the
+"train_config", "step", "optimizer", "scheduler", "rng", ...}. Configs are plain dicts so the
 safe loader accepts them. State dicts are saved from the uncompiled module, so a checkpoint of a
 `torch.compile`d model loads into an uncompiled one.
+
+Writes go to a temporary file in the same folder, are fsynced, then renamed over the target
+(`os.replace` is atomic on POSIX and Windows): a crash or SIGKILL at any moment leaves the
+previous checkpoint or the new one, never a truncated file. A kill can leave an orphaned
+`.<name>.*.tmp` file, which `remove_stale_temps` deletes when the run resumes.
 """
 from __future__ import annotations
 
@@ -47,6 +52,32 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by a save that was killed before its rename; returns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def rng_state(device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The torch RNG states that training consumes (dropout): CPU, and the CUDA device's if used."""
+    state = {"torch": torch.get_rng_state()}
+    device = torch.device(device)
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> None:
+    """Restore states captured by `rng_state` (the CUDA one only on a CUDA device)."""
+    torch.set_rng_state(state["torch"])
+    device = torch.device(device)
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, tokenizer_name: str, **fields: Any) -> None:

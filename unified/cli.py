@@ -10,9 +10,10 @@ import argparse
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Callable
 
-from unified.errors import UnifiedError
+from unified.errors import ConfigError, UnifiedError
 
 
 def set_offline_if_unreachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
@@ -27,6 +28,21 @@ def set_offline_if_unreachable(host: str = "huggingface.co", timeout: float = 2.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
         return True
+
+
+def ensure_writable_dir(path: str | Path, what: str = "output dir") -> Path:
+    """Create `path` if needed and prove it accepts a file, before any long work is done; a path
+    that cannot be written (under a regular file, read-only, no permission) is a ConfigError.
+    (Permission bits do not stop root, so tests use a path below a regular file.)"""
+    path = Path(path)
+    probe = path / f".write_test.{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not writable ({exc.strerror or type(exc).__name__})") from None
+    return path
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

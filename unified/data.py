@@ -11,13 +11,16 @@
   sees exactly the data of an uninterrupted single-process one.
 - Algorithmic rows pack "BOS prompt answer EOS" examples; only answer and EOS tokens are
   supervised (prompt tokens get target -100).
+- With a per-task curriculum (`task_policy`, see `unified.task_curriculum`), training rows take
+  their task and difficulty from it instead of the smooth schedule; its state changes only at
+  validations, so a batch stays a function of (seed, step, curriculum state).
 """
 from __future__ import annotations
 
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +66,12 @@ def encode_example(tokenizer: Tokenizer, ex: Example) -> tuple[list[int], list[i
     return prompt + answer, [IGNORE] * len(prompt) + answer
 
 
+class TaskPolicy(Protocol):
+    """Chooses the task and difficulty of a training example (e.g. `TaskCurriculum`)."""
+
+    def sample(self, rng: random.Random) -> tuple[Task, int]: ...
+
+
 @dataclass
 class CurriculumConfig:
     """Token budgets and shapes of the split curriculum."""
@@ -89,6 +98,7 @@ class Curriculum:
         if not tasks:
             raise ConfigError("the curriculum needs at least one algorithmic task")
         self.cfg, self.tok, self.tasks, self.corpus, self.seed = cfg, tokenizer, list(tasks), corpus, seed
+        self.task_policy: TaskPolicy | None = None  # per-task curriculum for training rows, if any
         if corpus is not None and len(corpus.train) <= cfg.seq_len + 1:
             raise ConfigError(f"language data {corpus.name!r} has {len(corpus.train)} training tokens, "
                               f"fewer than one sequence of {cfg.seq_len + 1}")
@@ -125,10 +135,12 @@ class Curriculum:
         ids: list[int] = []
         tgt: list[int] = []
         while True:
-            task = self.tasks[rng.randrange(len(self.tasks))]
-            lo = task.train_range[0]
-            top = task.train_difficulty(level)
-            ex = sample_split(task, rng, split, rng.randint(lo, top))
+            if self.task_policy is not None and split == "train":
+                task, difficulty = self.task_policy.sample(rng)
+            else:
+                task = self.tasks[rng.randrange(len(self.tasks))]
+                difficulty = rng.randint(task.train_range[0], task.train_difficulty(level))
+            ex = sample_split(task, rng, split, difficulty)
             if ex is None:
                 continue
             e_ids, e_tgt = encode_example(self.tok, ex)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,15 @@ def _clean(value: Any) -> Any:
 
 
 def append_metrics(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record as a JSON line (flushed, so a kill loses at most this line)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+    """Append one record as a JSON line (flushed, so a kill loses at most this line). A line torn
+    by a kill is terminated first, so the record after it (e.g. the resume marker) stays readable."""
+    line = json.dumps({k: _clean(v) for k, v in record.items()}) + "\n"
+    with open(path, "a+b") as f:  # appends always go to the end; reads may look back
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode("utf-8"))
         f.flush()
 
 

@@ -4,6 +4,12 @@ Outputs (DESIGN contract 5) in `output_dir`: config.json, metrics.jsonl, summary
 accuracy.png, best_model.pt (lowest validation loss on held-out data disjoint from the eval
 grid), last.pt (for --resume). Resuming restores model, optimizer, scheduler, RNG and step; data
 is a function of (seed, step), so the resumed run continues the same loss curve.
+
+Language data (`--lang_dataset`, default auto: TinyStories when cached or reachable, else the
+offline procedural story corpus) and the tokenizer (`bpe:N` is trained on its training text and
+saved as tokenizer.json) come from `unified.corpus.load_language`. With `--use_task_curriculum`
+a `TaskCurriculum` chooses the algorithmic tasks and difficulties, is updated at each validation,
+saved in checkpoints and drawn in curriculum.png.
 """
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +25,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from unified.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from unified.corpus import corpus_from_path
+from unified.checkpoint import (load_checkpoint, remove_stale_temps, rng_state, save_checkpoint, set_rng_state,
+                                unwrap)
+from unified.cli import ensure_writable_dir
+from unified.corpus import load_language
 from unified.data import Curriculum, CurriculumConfig, heldout_examples
+from unified.distributed import (World, all_gather_object, all_reduce_sum, broadcast_object, init_from_env,
+                                 rank_zero_first, shutdown, supervised_ce_sum, supervised_count)
 from unified.errors import CheckpointError, ConfigError, TrainingError, require
 from unified.evals.algorithmic import score_examples, summarize
 from unified.model import create_model, resolve_variant
 from unified.plots import plot_run
 from unified.runlog import append_metrics, read_metrics
+from unified.task_curriculum import (TaskCurriculum, TaskCurriculumConfig, competence_scores, plot_curriculum,
+                                     stratified_heldout)
 from unified.tasks import resolve_tasks
 from unified.tokenizer import load_tokenizer
 
@@ -52,11 +63,19 @@ class TrainConfig:
     warmup_steps: int | None = None  # default: 5% of the steps, at most 500
     schedule: str = "cosine"  # cosine | wsd | constant
     total_tokens: int = 20_000_000
-    alg_tokens: int | None = None  # default: all of total_tokens without language data, else half
+    alg_tokens: int | None = None  # default: half of the run's tokens (all of them with --lang_dataset none)
     max_steps: int | None = None  # overrides the step count derived from total_tokens
     alg_tasks: str = "all"
-    lang_data: str | None = None
+    lang_dataset: str = "auto"  # auto | procedural[:SEED] | none | tinystories | wikitext103 | ... | PATH
+    lang_data: str | None = None  # a local .txt file or folder (alias of --lang_dataset PATH)
+    lang_max_tokens: int | None = None  # cap on the training tokens of a hub dataset
     lang_alg_fraction: float = 0.15
+    use_task_curriculum: bool = False
+    task_curriculum_strategy: str = "competence"  # competence | dag
+    curriculum_cooldown: int = 0
+    curriculum_min_task_evals: int = 2
+    curriculum_jitter: float = 0.2
+    curriculum_replay: float = 0.2
     eval_every: int = 200
     eval_samples: int = 32  # held-out validation examples per task at each validation
     val_rows: int = 32
@@ -80,6 +99,27 @@ class TrainConfig:
         require(self.schedule in ("cosine", "wsd", "constant"),
                 f"unknown --schedule {self.schedule!r}; accepted: cosine, wsd, constant")
         require(self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}; accepted: {', '.join(DTYPES)}")
+        require(not (self.lang_data and self.lang_dataset not in ("auto", self.lang_data)),
+                f"--lang_data {self.lang_data!r} and --lang_dataset {self.lang_dataset!r} disagree; give one of them")
+        require(self.lang_max_tokens is None or self.lang_max_tokens >= 2,
+                f"--lang_max_tokens must be >= 2, got {self.lang_max_tokens}")
+        limit = self.model_overrides.get("max_seq_len")
+        require(limit is None or self.seq_len <= int(limit),
+                f"--seq_len {self.seq_len} is longer than the model supports (max_seq_len={limit} from --set); "
+                f"lower --seq_len or raise max_seq_len")
+        if self.use_task_curriculum:
+            self.task_curriculum_config().validate()
+
+    @property
+    def language_spec(self) -> str:
+        """The language source asked for: --lang_data PATH, else --lang_dataset."""
+        return self.lang_data or self.lang_dataset
+
+    def task_curriculum_config(self) -> TaskCurriculumConfig:
+        """The per-task curriculum settings given by the --curriculum_* flags."""
+        return TaskCurriculumConfig(strategy=self.task_curriculum_strategy, cooldown=self.curriculum_cooldown,
+                                    min_task_evals=self.curriculum_min_task_evals, jitter=self.curriculum_jitter,
+                                    replay=self.curriculum_replay)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
@@ -124,19 +164,27 @@ class Trainer:
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.is_main = rank == 0
         self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = load_tokenizer(cfg.tokenizer)
         self.tasks = resolve_tasks(cfg.alg_tasks)
-        self.corpus = corpus_from_path(cfg.lang_data, self.tokenizer) if cfg.lang_data else None
         self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world_size
         self.total_steps = cfg.max_steps or max(1, cfg.total_tokens // self.tokens_per_step)
-        if cfg.alg_tokens is None:
-            cfg.alg_tokens = cfg.total_tokens if self.corpus is None else cfg.total_tokens // 2
+        # rank 0 names the run folder (a default one gets a free suffix) and every rank uses it
+        self.out = Path(broadcast_object(str(resolve_output_dir(cfg)) if self.is_main else None, world_size))
+        self.notices: list[str] = []
+        with rank_zero_first(World(rank, world_size)):  # rank 0 fills token/tokenizer caches first
+            self.tokenizer, self.corpus = self.load_language()
+        if cfg.alg_tokens is None:  # the run's tokens (--max_steps may shorten total_tokens)
+            run_tokens = self.total_steps * self.tokens_per_step
+            cfg.alg_tokens = run_tokens if self.corpus is None else run_tokens // 2
         cfg.lr = cfg.lr or (1e-3 if cfg.model_size in ("pico", "micro") else 6e-4)
         cfg.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else min(500, max(1, self.total_steps // 20))
         self.curriculum = Curriculum(
             CurriculumConfig(seq_len=cfg.seq_len, tokens_per_step=self.tokens_per_step, alg_tokens=cfg.alg_tokens,
                              lang_alg_fraction=cfg.lang_alg_fraction),
             self.tokenizer, self.tasks, self.corpus, cfg.seed)
+        self.task_curriculum: TaskCurriculum | None = None
+        if cfg.use_task_curriculum:
+            self.task_curriculum = TaskCurriculum(self.tasks, cfg.task_curriculum_config())
+            self.curriculum.task_policy = self.task_curriculum
         overrides = {"max_seq_len": max(cfg.seq_len, 1), **cfg.model_overrides}
         self.model = create_model(cfg.variant, cfg.model_size, vocab_size=self.tokenizer.vocab_size,
                                   init_seed=cfg.seed, **overrides).to(self.device)
@@ -155,10 +203,35 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.dtype == "fp16")
         self.val_batches = self.curriculum.validation_batches(cfg.val_rows, cfg.batch_size)
-        self.val_examples = heldout_examples(self.tasks, "val", cfg.eval_samples, cfg.seed)
-        self.out = resolve_output_dir(cfg)
+        self.val_examples = (stratified_heldout(self.tasks, cfg.eval_samples, cfg.seed) if self.task_curriculum
+                             else heldout_examples(self.tasks, "val", cfg.eval_samples, cfg.seed))
+        self.val_rows: dict[str, list[dict[str, Any]]] = {}
         self.step, self.best_val, self.best_step = 0, float("inf"), None
         self.wall_before = 0.0
+        # sums of the steps since the last "train" log line (saved in checkpoints so a resumed
+        # run logs the same averages), and every rank's RNG states gathered for the next save
+        self.log_acc: dict[str, float] = {}
+        self.log_n = 0
+        self.rank_rngs: list[dict[str, torch.Tensor]] = []
+
+    def load_language(self):
+        """(tokenizer, corpus or None) for --lang_dataset / --lang_data / --tokenizer. The
+        procedural corpus is sized to the run's language budget; a resumed bpe:N run reloads its
+        own tokenizer.json rather than training again."""
+        cfg = self.cfg
+        spec = cfg.language_spec
+        if spec == "none":
+            require(not cfg.tokenizer.startswith("bpe:") or cfg.tokenizer.count(":") == 2,
+                    f"--tokenizer {cfg.tokenizer} is trained on language data; it needs a --lang_dataset other than none")
+            return load_tokenizer(cfg.tokenizer), None
+        run_tokens = self.total_steps * self.tokens_per_step
+        lang_tokens = run_tokens - (cfg.alg_tokens if cfg.alg_tokens is not None else run_tokens // 2)
+        procedural_bytes = int(min(64e6, max(1e6, 2 * lang_tokens)))
+        corpus, tokenizer, notices = load_language(
+            spec, cfg.tokenizer, max_tokens=cfg.lang_max_tokens, procedural_bytes=procedural_bytes,
+            tokenizer_file=self.out / "tokenizer.json" if cfg.resume else None, progress=self.is_main)
+        self.notices += notices
+        return tokenizer, corpus
 
     # ---- helpers ---------------------------------------------------------------------------
     def autocast(self):
@@ -171,11 +244,26 @@ class Trainer:
         return range(start, start + self.cfg.batch_size)
 
     def save(self, name: str) -> None:
-        save_checkpoint(self.out / name, self.model, self.tokenizer.name,
+        extra: dict[str, Any] = {}
+        if getattr(self.tokenizer, "json", None):
+            extra["tokenizer_json"] = self.tokenizer.json  # so evaluation rebuilds this very BPE
+        if self.task_curriculum is not None:
+            extra["curriculum"] = self.task_curriculum.state_dict()
+        if self.corpus is not None:  # the resolved source: load_corpus(language["source"]) rebuilds it
+            extra["language"] = self.language_info()
+        save_checkpoint(self.out / name, self.model, self.tokenizer.name, **extra,
                         train_config=dataclasses.asdict(self.cfg), step=self.step,
                         optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                        rng={"torch": torch.get_rng_state()}, best_val=self.best_val, best_step=self.best_step,
+                        rng=self.rng_record(), scaler=self.scaler.state_dict(),
+                        log_window={"acc": dict(self.log_acc), "n": self.log_n},
+                        best_val=self.best_val, best_step=self.best_step,
                         wall_time_s=self.wall_before + time.time() - self.t0)
+
+    def rng_record(self) -> dict[str, Any]:
+        """RNG states for the checkpoint: this process's, plus every rank's under DDP ("ranks",
+        gathered at the last validation) so each rank's dropout stream continues on resume."""
+        rngs = [rng_state(self.device), *self.rank_rngs[1:]]  # rank 0's as of now (after validation)
+        return {**rngs[0], "ranks": rngs}
 
     def restore(self) -> None:
         path = self.out / "last.pt"
@@ -190,23 +278,47 @@ class Trainer:
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        rngs = ckpt["rng"].get("ranks") or [ckpt["rng"]]
+        if len(rngs) == self.world:
+            set_rng_state(rngs[self.rank], self.device)
+        else:  # another process count: data and weights continue exactly, dropout masks cannot
+            torch.manual_seed(self.cfg.seed * 1_000_003 + ckpt["step"] * 1009 + self.rank)
+            self.notices.append(f"note: resuming with {self.world} processes, the checkpoint was written by "
+                                f"{len(rngs)}; dropout masks continue from a fresh seed")
+        window = ckpt.get("log_window") or {}
+        self.log_acc, self.log_n = dict(window.get("acc", {})), int(window.get("n", 0))
+        saved = ckpt.get("curriculum")
+        if (saved is None) != (self.task_curriculum is None):
+            raise CheckpointError(f"--resume: the run was trained {'with' if saved else 'without'} "
+                                  f"--use_task_curriculum; resume it the same way")
+        if saved is not None:
+            try:
+                self.task_curriculum.load_state_dict(saved)
+            except ConfigError as exc:
+                raise CheckpointError(f"--resume: {exc}") from None
         self.step, self.best_val, self.best_step = ckpt["step"], ckpt["best_val"], ckpt["best_step"]
         self.wall_before = ckpt.get("wall_time_s", 0.0)
         if self.is_main:
+            remove_stale_temps(self.out)  # left by a save that was killed before its rename
             append_metrics(self.out / "metrics.jsonl", {"kind": "resume", "step": self.step})
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         """Validation loss on fixed held-out batches and exact match on held-out val prompts."""
         self.model.eval()
-        losses = []
         lang_losses = []
+        ce_sum, n_tok, aux_sum, n_rows = 0.0, 0, 0.0, 0  # per-token loss: independent of the batching
         for x, y in self.val_batches:
             with self.autocast():
-                losses.append(float(self.model(x.to(self.device), targets=y.to(self.device)).loss))
+                out = self.model(x.to(self.device), targets=y.to(self.device))
+            ce_sum += float(supervised_ce_sum(out.logits, y.to(self.device)))
+            n_tok += supervised_count(y)
+            aux_sum += float(out.aux.get("aux_loss", 0.0)) * len(x)
+            n_rows += len(x)
         rec: dict[str, Any] = {"kind": "val", "step": self.step, "tokens": self.step * self.tokens_per_step,
-                               "val_loss": sum(losses) / len(losses)}
+                               "val_loss": ce_sum / max(n_tok, 1) + aux_sum / max(n_rows, 1)}
         if self.corpus is not None:
             n = self.cfg.seq_len + 1
             for i in range(0, min(len(self.corpus.val) - n, 8 * n), n):
@@ -215,10 +327,12 @@ class Trainer:
                     lang_losses.append(float(self.model(w[:, :-1], targets=w[:, 1:]).loss))
             if lang_losses:
                 rec["val_lang_loss"] = sum(lang_losses) / len(lang_losses)
+                rec["val_lang_bpb"] = rec["val_lang_loss"] / math.log(2) / self.corpus.bytes_per_token
         rows_all = []
         for task in self.tasks:
             rows = score_examples(self.model, self.tokenizer, self.val_examples[task.name])
             rec[f"val_em/{task.name}"] = summarize(rows)["exact_match"]
+            self.val_rows[task.name] = rows
             rows_all += rows
         rec["val_exact_match"] = summarize(rows_all)["exact_match"]
         self.model.train()
@@ -229,48 +343,31 @@ class Trainer:
         cfg = self.cfg
         self.t0 = time.time()
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".write_test"
-            try:
-                probe.write_text("")
-                probe.unlink()
-            except OSError as exc:
-                raise ConfigError(f"output dir {str(self.out)!r} is not writable ({exc.strerror})") from None
+            ensure_writable_dir(self.out, "output dir")
         if cfg.resume:
             self.restore()
         if self.is_main:
             resolved = {**dataclasses.asdict(cfg), "output_dir": str(self.out), "total_steps": self.total_steps,
                         "tokens_per_step": self.tokens_per_step, "world_size": self.world,
                         "language_source": self.corpus.name if self.corpus else None,
+                        "language": self.language_info(), "tokenizer_name": self.tokenizer.name,
                         "model": self.model.describe()}
             (self.out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+            if getattr(self.tokenizer, "json", None):
+                self.tokenizer.save(self.out / "tokenizer.json")
+            for line in self.notices:
+                print(line)
             if self.corpus is None:
-                print("note: no language data given (--lang_data); training the algorithmic phase only")
+                print("note: --lang_dataset none; training the algorithmic phase only")
         metrics_path = self.out / "metrics.jsonl"
         self.model.train()
-        acc: dict[str, float] = {}
-        n_acc, t_log = 0, time.time()
+        t_log = time.time()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc=self.out.name,
                    dynamic_ncols=True, mininterval=2.0)
         while self.step < self.total_steps:
-            loss_sum = 0.0
-            aux_sum: dict[str, float] = {}
-            for micro in range(cfg.grad_accum):
-                x, y = self.curriculum.batch(self.step, self.rows_for(micro))
-                x, y = x.to(self.device), y.to(self.device)
-                sync = contextlib.nullcontext()
-                if self.world > 1 and micro < cfg.grad_accum - 1:
-                    sync = self.train_model.no_sync()
-                with sync, self.autocast():
-                    out = self.train_model(x, targets=y)
-                    loss = out.loss / cfg.grad_accum
-                if cfg.debug_nan_step is not None and self.step == cfg.debug_nan_step:
-                    loss = loss * float("nan")
-                self.scaler.scale(loss).backward()
-                loss_sum += float(loss.detach())
-                for k, v in out.aux.items():
-                    aux_sum[k] = aux_sum.get(k, 0.0) + float(v) / cfg.grad_accum
-            if not math.isfinite(loss_sum):
+            loss_sum, aux_sum = self.forward_backward()
+            if not math.isfinite(loss_sum):  # the same on every rank (all-reduced): all stop
+                bar.close()
                 kept = "last.pt" if (self.out / "last.pt").exists() else "no checkpoint yet"
                 raise TrainingError(f"non-finite loss ({loss_sum}) at step {self.step}; training stopped, "
                                     f"last good checkpoint kept ({kept} in {self.out})")
@@ -283,35 +380,105 @@ class Trainer:
             self.step += 1
             bar.update(1)
             for k, v in {"loss": loss_sum, "grad_norm": gnorm, **aux_sum}.items():
-                acc[k] = acc.get(k, 0.0) + v
-            n_acc += 1
+                self.log_acc[k] = self.log_acc.get(k, 0.0) + v
+            self.log_n += 1
             if self.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                 dt = time.time() - t_log
                 tokens = self.step * self.tokens_per_step
                 rec = {"kind": "train", "step": self.step, "tokens": tokens,
                        "phase": self.curriculum.phase(tokens), "lang_fraction": self.curriculum.lang_fraction(tokens),
-                       "alg_level": self.curriculum.level(tokens), "lr": self.scheduler.get_last_lr()[0],
-                       **{k: v / n_acc for k, v in acc.items()},
-                       "tokens_per_s": n_acc * self.tokens_per_step / max(dt, 1e-9)}
+                       "alg_level": (self.task_curriculum.mean_level() if self.task_curriculum
+                                     else self.curriculum.level(tokens)), "lr": self.scheduler.get_last_lr()[0],
+                       **{k: v / self.log_n for k, v in self.log_acc.items()},
+                       "tokens_per_s": self.log_n * self.tokens_per_step / max(dt, 1e-9)}
                 append_metrics(metrics_path, rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", phase=rec["phase"])
-                acc, n_acc, t_log = {}, 0, time.time()
+                self.log_acc, self.log_n, t_log = {}, 0, time.time()
             if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
                 self.checkpoint_and_validate(metrics_path)
+                self.sync_curriculum()
                 t_log = time.time()
         bar.close()
         return self.finish()
 
+    def forward_backward(self) -> tuple[float, dict[str, float]]:
+        """Forward and backward passes of one optimizer step's micro-batches. The objective is
+        the global batch's per-token cross-entropy (summed over supervised tokens, divided by
+        their count over every micro-batch and rank) plus the variant's auxiliary loss averaged
+        over micro-batches and ranks, so N processes with batch b train exactly like one with
+        batch N*b even when ranks hold different numbers of answer tokens. DDP averages
+        gradients over ranks, hence the factor `world` in the CE scale. Returns the step's loss
+        and aux means, all-reduced (every rank sees the same values)."""
+        cfg = self.cfg
+        batches = [self.curriculum.batch(self.step, self.rows_for(m)) for m in range(cfg.grad_accum)]
+        counts = [supervised_count(y) for _, y in batches]
+        n_global = max(all_reduce_sum([sum(counts)], self.world, self.device)[0], 1.0)
+        ce_total, aux_tot = 0.0, {}
+        for micro, (x, y) in enumerate(batches):
+            x, y = x.to(self.device), y.to(self.device)
+            sync = contextlib.nullcontext()
+            if self.world > 1 and micro < cfg.grad_accum - 1:
+                sync = self.train_model.no_sync()
+            with sync:
+                with self.autocast():
+                    out = self.train_model(x, targets=y)
+                ce = supervised_ce_sum(out.logits, y)
+                if cfg.debug_nan_step is not None and self.step == cfg.debug_nan_step:
+                    ce = ce * float("nan")  # testing aid (--debug_nan_step)
+                objective = ce * (self.world / n_global)
+                if "aux_loss" in out.aux:  # out.loss = mean CE + aux loss; keep the aux part's graph
+                    objective = objective + (out.loss - ce / max(counts[micro], 1)) / cfg.grad_accum
+                self.scaler.scale(objective).backward()
+            ce_total += float(ce.detach())
+            for k, v in out.aux.items():
+                aux_tot[k] = aux_tot.get(k, 0.0) + float(v) / cfg.grad_accum
+        keys = sorted(aux_tot)
+        sums = all_reduce_sum([ce_total, *(aux_tot[k] for k in keys)], self.world, self.device)
+        aux = {k: v / self.world for k, v in zip(keys, sums[1:])}
+        return sums[0] / n_global + aux.get("aux_loss", 0.0), aux
+
     def checkpoint_and_validate(self, metrics_path: Path) -> None:
+        self.rank_rngs = all_gather_object(rng_state(self.device), self.world)  # every rank takes part
         if not self.is_main:
             return
         rec = self.validate()
         append_metrics(metrics_path, rec)
+        if self.task_curriculum is not None:
+            self.update_curriculum(metrics_path, rec)
         if rec["val_loss"] < self.best_val:
             self.best_val, self.best_step = rec["val_loss"], self.step
             self.save("best_model.pt")
         self.save("last.pt")
         plot_run(self.out)
+        if self.task_curriculum is not None:
+            plot_curriculum(self.out)
+
+    def update_curriculum(self, metrics_path: Path, rec: dict[str, Any]) -> None:
+        """Feed this validation's per-task exact match (at difficulty <= each task's level) to the
+        task curriculum; log its decisions and a snapshot of its state (kind "curriculum")."""
+        tc = self.task_curriculum
+        head = {"kind": "curriculum", "step": self.step, "tokens": rec["tokens"], "strategy": tc.cfg.strategy}
+        for decision in tc.update(self.step, competence_scores(self.val_rows, tc)):
+            append_metrics(metrics_path, {**head, **decision})
+        append_metrics(metrics_path, {**head, "action": "state", **tc.snapshot()})
+
+    def sync_curriculum(self) -> None:
+        """Under DDP, give every rank rank 0's curriculum state (only rank 0 validates)."""
+        if self.task_curriculum is None or self.world == 1:
+            return
+        state = broadcast_object(self.task_curriculum.state_dict() if self.is_main else None, self.world)
+        if not self.is_main:
+            self.task_curriculum.load_state_dict(state)
+
+    def language_info(self) -> dict[str, Any] | None:
+        """What language data was used (for config.json)."""
+        c = self.corpus
+        if c is None:
+            return None
+        return {"source": c.name, "requested": self.cfg.language_spec, "train_tokens": int(len(c.train)),
+                "val_tokens": int(len(c.val)), "bytes_per_token": c.bytes_per_token,
+                "entropy_bits_per_byte": c.entropy_bits_per_byte, "entropy_nats_per_token": c.entropy_nats_per_token,
+                "cache_dir": c.info.get("cache_dir")}
 
     def finish(self) -> dict[str, Any]:
         if not self.is_main:
@@ -337,20 +504,11 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run training (single process, or one rank under torchrun) and return the summary."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    torch.manual_seed(cfg.seed)
+    """Run training (single process, or one rank under torchrun) and return the summary (rank 0;
+    other ranks return {}). Each rank seeds its dropout stream with seed + rank."""
+    world, cfg.device = init_from_env(cfg.device)
+    torch.manual_seed(cfg.seed + world.rank)
     try:
-        return Trainer(cfg, rank, world).run()
+        return Trainer(cfg, world.rank, world.world_size).run()
     finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        shutdown()

@@ -17,6 +17,8 @@ import torch
 from unified.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
 from unified.errors import CheckpointError, UnknownNameError
 from unified.evals.algorithmic import AlgorithmicSettings, run_algorithmic
+from unified.evals.needle import NeedleSettings, run_needle
+from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.evals.results import base_meta, write_results
 from unified.model import LanguageModel
 from unified.tasks import resolve_tasks
@@ -44,8 +46,35 @@ def suite_algorithmic(ctx: EvalContext) -> dict[str, Any]:
     return run_algorithmic(ctx.model, ctx.tokenizer, resolve_tasks(o.get("tasks")), settings)
 
 
-SUITES: dict[str, Callable[[EvalContext], dict[str, Any]]] = {"algorithmic": suite_algorithmic}
-SUITE_ALIASES: dict[str, str] = {}
+def suite_needle(ctx: EvalContext) -> dict[str, Any]:
+    """Passkey retrieval over context length x depth (`unified.evals.needle`); draws needle.png
+    into the output folder. `--limit` caps the samples per cell unless --needle_samples is given."""
+    o = ctx.options
+    default = NeedleSettings()
+    samples = o.get("needle_samples") or min(default.samples, o.get("limit") or default.samples)
+    settings = NeedleSettings(context_lengths=tuple(o.get("context_lengths") or default.context_lengths),
+                              depths=tuple(o["depths"]) if o.get("depths") is not None else default.depths,
+                              samples=samples, seed=o.get("seed", 0), batch_size=o.get("batch_size", 64))
+    ctx.meta_extra["needle_settings"] = asdict(settings)
+    out_dir = o.get("out_dir")
+    plot = Path(out_dir) / "needle.png" if out_dir else None
+    return run_needle(ctx.model, ctx.tokenizer, settings, plot_path=plot)
+
+
+def suite_perplexity(ctx: EvalContext) -> dict[str, Any]:
+    """Token / word perplexity and bits per byte on held-out text (`unified.evals.perplexity`)."""
+    o = ctx.options
+    default = PerplexitySettings()
+    settings = PerplexitySettings(text_file=o.get("text_file"), dataset=o.get("ppl_dataset"),
+                                  max_tokens=(o["ppl_max_tokens"] or None) if "ppl_max_tokens" in o else default.max_tokens,
+                                  batch_size=o.get("batch_size", 64))
+    ctx.meta_extra["perplexity_settings"] = asdict(settings)
+    return run_perplexity(ctx.model, ctx.tokenizer, ctx.checkpoint, settings)
+
+
+SUITES: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
+    "algorithmic": suite_algorithmic, "needle": suite_needle, "perplexity": suite_perplexity}
+SUITE_ALIASES: dict[str, str] = {"longctx": "needle"}
 
 
 def resolve_suite(name: str) -> list[str]:
@@ -71,7 +100,8 @@ def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | None =
                   overrides: dict[str, Any] | None = None) -> EvalContext:
     """Load checkpoint + model + tokenizer (the checkpoint's own unless one is named)."""
     ckpt = load_checkpoint(path)
-    tok = load_tokenizer(tokenizer or ckpt["tokenizer"])
+    name = tokenizer or ckpt["tokenizer"]
+    tok = load_tokenizer(name, tokenizer_json=ckpt.get("tokenizer_json") if name == ckpt["tokenizer"] else None)
     model = model_from_checkpoint(ckpt, device=device, tokenizer_name=tok.name)
     if overrides:
         model.apply_overrides(**overrides)
@@ -82,6 +112,7 @@ def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | None =
 def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, Path]:
     """Run the suite(s) and write results_<suite>.json (and results_all.json for "all")."""
     names = resolve_suite(suite)
+    ctx.options.setdefault("out_dir", str(out_dir))
     written: dict[str, Path] = {}
     payloads: dict[str, Any] = {}
     sha = file_sha256(ctx.checkpoint_path)
@@ -108,5 +139,5 @@ def suite_meta(ctx: EvalContext, sha: str, wall: float) -> dict[str, Any]:
                      size=desc["size"], params=m.num_params(), trainable_params=m.num_params(trainable_only=True),
                      frozen_params=m.num_frozen_params(), model_options=asdict(m.opts),
                      tokenizer=ctx.tokenizer.name, seed=ctx.options.get("seed", 0),
-                     decoding={"strategy": "greedy", "cache": True}, device=str(p.device), dtype=str(p.dtype),
+                     decoding={"strategy": "greedy", "cache": True}, device=str(p.device), dtype=str(p.dtype), threads=torch.get_num_threads(),
                      train_step=ctx.checkpoint.get("step"), wall_time_s=wall, **ctx.meta_extra)

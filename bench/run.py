@@ -1,0 +1,306 @@
+"""Speed benchmark: training tokens/s and MFU against the machine's measured matmul peak,
+prefill / cached decoding tokens/s, cached-vs-recomputed decoding, peak memory.
+
+    python bench/run.py                                   # pico,micro,nano x all variants x fp32,bf16
+    python bench/run.py --sizes nano --variants baseline --dtype fp32 --steps 3
+    python bench/run.py --sizes pico --variants baseline,ssm --threads 1 --out /tmp/r.md   # quick check
+
+Writes `--out` (markdown, default bench/RESULTS.md) and the same data as JSON beside it.
+
+- Peak: best GFLOP/s of square float32 / bf16 matmuls (n = 1024, 1536, 2048, best of several) under
+  each float32 matmul precision; the float32 peak is the fastest setting whose relative error vs
+  float64 stays at float32 level (see `unified.perf`), the bf16 peak is plain bf16 matmuls.
+- Each (row, size, dtype) case runs in its own process (`--threads` intra-op threads, set with
+  `torch.set_num_threads`), so its peak RSS (ru_maxrss) is its own. Training = the Trainer's step
+  (autocast forward, backward, clip, AdamW) at `--batch` x `--seq_len`, median of `--steps` steps
+  after `--warmup`; MFU = model.flops_per_token(seq_len) x tokens/s / peak of that dtype.
+- Prefill (batch x seq_len prompt with a fresh cache) and cached greedy decoding (batch 1 and 32,
+  `--decode_tokens` after a `--prompt_len` prompt) are measured once per (row, size), in fp32
+  (the evaluation harness decodes in fp32).
+- Cached vs recomputed decoding (`bench/decode_cache.py`'s functions, batch 1, `--cache_prompt` +
+  `--cache_new` tokens) at `--cache_size`.
+- Sequential rows (reservoir in tanh mode, hrnn) also report the share of the training step spent
+  in their per-token loop (step time with the loop replaced by an elementwise stand-in).
+The load average is recorded at start and end; timings on a loaded machine are not comparable
+(threads stall), so the report warns when the 1-minute load exceeds `--max_load`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from unified.cli import ArgumentParser, run_cli  # noqa: E402
+from unified.config import SCALES  # noqa: E402
+from unified.errors import ConfigError, UnknownNameError  # noqa: E402
+from unified.perf import MATMUL_PRECISIONS, set_matmul_precision  # noqa: E402
+
+import measure  # noqa: E402
+
+DTYPES = ("fp32", "bf16")
+PARALLEL_ROWS = ("shared_loop", "latent", "act", "ssm", "ssm_mem", "reservoir-linear", "liquid", "rsm")
+TARGETS = {"baseline_fp32": 0.55, "baseline_bf16": 0.45, "parallel_fp32": 0.30, "cache_speedup": 10.0}
+
+
+def all_rows() -> list[str]:
+    """Every registered variant in ladder order, with reservoir's linear mode after reservoir."""
+    from unified.model import variant_names
+
+    rows = []
+    for v in variant_names():
+        rows.append(v)
+        rows += [name for name, (base, _) in measure.EXTRA_ROWS.items() if base == v]
+    return rows
+
+
+def split_list(text: str, accepted: list[str] | tuple[str, ...], kind: str) -> list[str]:
+    """Comma-separated names, `all` = every accepted one; unknown names are an error."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if items == ["all"]:
+        return list(accepted)
+    for x in items:
+        if x not in accepted:
+            raise UnknownNameError(kind, x, accepted)
+    return items
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="pico,micro,nano", help="comma-separated sizes")
+    p.add_argument("--variants", default="all", help="comma-separated rows (variants, plus reservoir-linear), or all")
+    p.add_argument("--dtype", default="fp32,bf16", help="comma-separated: fp32, bf16 (bf16 = CPU autocast)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
+    p.add_argument("--matmul_precision", default="auto", choices=MATMUL_PRECISIONS,
+                   help="float32 matmul setting for the model runs (auto: medium if its error is fp32-level)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq_len", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=2, help="training steps before timing")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
+    p.add_argument("--prompt_len", type=int, default=256, help="decoding: prompt tokens before the timed steps")
+    p.add_argument("--decode_tokens", type=int, default=64, help="decoding: timed cached steps")
+    p.add_argument("--cache_size", default="micro", help="size for cached-vs-recomputed decoding ('' = skip)")
+    p.add_argument("--cache_prompt", type=int, default=256)
+    p.add_argument("--cache_new", type=int, default=256)
+    p.add_argument("--no_decode", action="store_true", help="skip prefill / decoding measurements")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for the training steps")
+    p.add_argument("--profile", action="store_true", help="record the top ops of one training step per case")
+    p.add_argument("--peak_reps", type=int, default=5, help="repetitions per matmul size for the peak")
+    p.add_argument("--max_load", type=float, default=1.5, help="warn when the 1-minute load average exceeds this")
+    p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="markdown report; JSON written beside it")
+    p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    return p
+
+
+def run_subprocess_case(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one case in a fresh interpreter; its JSON result, or an error entry."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
+    r = subprocess.run([sys.executable, __file__, "--case", json.dumps(spec)], capture_output=True, text=True,
+                       env=env)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    if r.returncode != 0 or not lines:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"row": spec["row"], "size": spec["size"], "dtype": spec["dtype"], "error": tail[:200]}
+    return json.loads(lines[-1])
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU model and the instruction-set flags that decide the matmul paths."""
+    flags, model = set(), "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"cpu": model, "logical_cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            "python": sys.version.split()[0]}
+
+
+def add_mfu(rows: list[dict[str, Any]], peak: dict[str, Any]) -> None:
+    """MFU of every case against the peak of its dtype."""
+    for r in rows:
+        if "train_tok_s" in r:
+            gflops = r["flops_per_token"] * r["train_tok_s"] / 1e9
+            r["achieved_gflops"] = gflops
+            r["mfu"] = gflops / (peak["bf16_gflops"] if r["dtype"] == "bf16" else peak["fp32_gflops"])
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets that this run measured: value, threshold, met or by how much missed."""
+    out = []
+
+    def find(row: str, size: str, dtype: str) -> dict[str, Any] | None:
+        return next((r for r in rows if (r["row"], r["size"], r["dtype"]) == (row, size, dtype) and "mfu" in r), None)
+
+    checks = [("baseline", "fp32", TARGETS["baseline_fp32"]), ("baseline", "bf16", TARGETS["baseline_bf16"])]
+    checks += [(row, "fp32", TARGETS["parallel_fp32"]) for row in PARALLEL_ROWS]
+    for row, dtype, need in checks:
+        r = find(row, "nano", dtype)
+        if r is not None:
+            out.append({"target": f"{row} nano {dtype} MFU >= {need:.0%}", "measured": f"{r['mfu']:.1%}",
+                        "met": r["mfu"] >= need, "gap": "" if r["mfu"] >= need else f"{need - r['mfu']:.1%} short"})
+    for r in rows:
+        c = r.get("cache")
+        if c and "speedup" in c:
+            need = TARGETS["cache_speedup"]
+            out.append({"target": f"{r['row']} {r['size']} cached decoding >= {need:g}x recompute",
+                        "measured": f"{c['speedup']:.1f}x", "met": c["speedup"] >= need,
+                        "gap": "" if c["speedup"] >= need else f"{need / c['speedup']:.1f}x short"})
+    return out
+
+
+def fmt(x: Any, digits: int = 0) -> str:
+    return "" if x is None or (isinstance(x, float) and x != x) else f"{x:,.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The RESULTS.md text of a report."""
+    m, peak, a = report["machine"], report["peak"], report["args"]
+    loads = [report["load_start"], report["load_end"]] + [r.get("load_start", 0.0) for r in report["rows"]]
+    lines = ["# Benchmark results", "",
+             f"`python bench/run.py {report['argv']}` on {report['date']}.", ""]
+    if report["loaded"]:
+        lines += [f"> **WARNING: taken under load** (1-minute load average up to {max(loads):.2f} on "
+                  f"{m['logical_cpus']} CPUs, threshold {a['max_load']}). Other processes shared the cores, so "
+                  "absolute speeds are low and noisy; ratios within one case are more reliable than across cases.", ""]
+    lines += ["## Machine", "",
+              f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; AVX-512 {m['avx512f']}, AVX-512 bf16 "
+              f"{m['avx512_bf16']}, AMX {m['amx_bf16']}; torch {m['torch']}, Python {m['python']}",
+              f"- threads: `torch.set_num_threads({m['threads']})` in every case process",
+              f"- float32 matmul precision for the model runs: `{report['precision']['setting']}` "
+              f"(requested `{report['precision']['requested']}`, relative error vs float64 "
+              f"{report['precision']['error']:.1e})",
+              f"- load average (1 min): {report['load_start']:.2f} at start, {report['load_end']:.2f} at end, "
+              f"max {max(loads):.2f} at case starts",
+              f"- training: batch {a['batch']} x seq {a['seq_len']}, median of {a['steps']} steps after {a['warmup']} "
+              f"warm-up steps{' (torch.compile)' if a['compile'] else ''}; decoding: {a['decode_tokens']} cached "
+              f"steps after a {a['prompt_len']}-token prompt; prefill: batch {a['batch']} x {a['seq_len']}", "",
+              "## Matmul peak (square matmuls, best of several)", "",
+              "| setting | GFLOP/s | per size | rel. error vs fp64 | fp32-level |", "|---|---:|---|---:|---|"]
+    for name, s in peak["settings"].items():
+        per = ", ".join(f"{n}: {g:.0f}" for n, g in s["per_size"].items())
+        lines.append(f"| {name} | {s['gflops']:.0f} | {per} | {s['rel_error_vs_fp64']:.1e} | {s['fp32_level']} |")
+    lines += ["", f"fp32 peak = **{peak['fp32_gflops']:.0f} GFLOP/s** ({peak['fp32_setting']}, error <= "
+              f"{peak['tolerance']:.0e}); bf16 peak = **{peak['bf16_gflops']:.0f} GFLOP/s**.", "",
+              "## Per variant and size", "",
+              "MFU = FLOPs/token x train tokens/s / peak of the dtype. Decoding and prefill in fp32. "
+              "Peak RSS: the case's process (training + decoding).", ""]
+    table = []
+    for r in report["rows"]:
+        if "error" in r:
+            table.append({"row": r["row"], "size": r["size"], "dtype": r["dtype"], "train tok/s": f"error: {r['error']}"})
+            continue
+        table.append({"row": r["row"], "size": r["size"], "dtype": r["dtype"], "params": fmt(r["params"]),
+                      "MFLOPs/token": fmt(r["flops_per_token"] / 1e6, 1), "train tok/s": fmt(r["train_tok_s"]),
+                      "GFLOP/s": fmt(r["achieved_gflops"], 1), "MFU": f"{r['mfu']:.1%}",
+                      "prefill tok/s": fmt(r.get("prefill_tok_s")), "decode b1 tok/s": fmt(r.get("decode_b1_tok_s")),
+                      "decode b32 tok/s": fmt(r.get("decode_b32_tok_s")), "peak RSS MiB": fmt(r["peak_rss_mib"]),
+                      "load": f"{r['load_start']:.1f}"})
+    lines += [pd.DataFrame(table).fillna("").to_markdown(index=False), ""]
+    seq = [r for r in report["rows"] if "loop_share" in r]
+    if seq:
+        lines += ["## Sequential rows: share of the training step in the per-token loop", "",
+                  "| row | size | dtype | train tok/s | loop share |", "|---|---|---|---:|---:|"]
+        lines += [f"| {r['row']} | {r['size']} | {r['dtype']} | {fmt(r['train_tok_s'])} | {r['loop_share']:.0%} |"
+                  for r in seq]
+        lines.append("")
+    cache = [r for r in report["rows"] if r.get("cache")]
+    if cache:
+        lines += [f"## Cached vs recomputed decoding (batch 1, {a['cache_prompt']}-token prompt + {a['cache_new']} "
+                  "new tokens, `bench/decode_cache.py`)", "",
+                  "| row | size | cached tok/s | recompute tok/s | speed-up | same tokens |", "|---|---|---:|---:|---:|---:|"]
+        for r in cache:
+            c = r["cache"]
+            lines.append(f"| {r['row']} | {r['size']} | {fmt(c.get('cached_tok_s'))} | {fmt(c.get('uncached_tok_s'))} | "
+                         f"{fmt(c.get('speedup'), 1)}x | {c.get('same_tokens', 0):.0%} |" if "speedup" in c
+                         else f"| {r['row']} | {r['size']} | {c.get('error')} | | | |")
+        lines.append("")
+    if report["targets"]:
+        lines += ["## Targets", "", pd.DataFrame(report["targets"]).to_markdown(index=False), ""]
+    profiled = [r for r in report["rows"] if r.get("profile")]
+    if profiled:
+        lines += ["## Profiles (top ops of one training step by self CPU time)", ""]
+        for r in profiled:
+            ops = ", ".join(f"{o['op']} {o['share']:.0%}" for o in r["profile"][:8])
+            lines.append(f"- {r['row']} {r['size']} {r['dtype']}: {ops}")
+        lines.append("")
+    lines += ["## FLOPs per token, per family (`flops_per_token` docstrings)", ""]
+    for row, doc in report["formulas"].items():
+        lines.append(f"- **{row}**: {' '.join(doc.split())}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.case is not None:  # child process: one case
+        print(json.dumps(measure.run_case(json.loads(args.case))))
+        return 0
+    for name in ("batch", "seq_len", "steps", "threads", "prompt_len", "decode_tokens", "peak_reps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    sizes = split_list(args.sizes, list(SCALES), "size")
+    rows = split_list(args.variants, all_rows(), "bench row")
+    dtypes = split_list(args.dtype, DTYPES, "dtype")
+    if args.cache_size and args.cache_size not in SCALES:
+        raise UnknownNameError("--cache_size", args.cache_size, SCALES)
+    load_start = os.getloadavg()[0]
+    if load_start > args.max_load:
+        print(f"WARNING: 1-minute load average is {load_start:.2f} (> {args.max_load}): other processes share the "
+              f"cores, timings will be low and noisy", file=sys.stderr)
+    torch.set_num_threads(args.threads)
+    precision = set_matmul_precision(args.matmul_precision)
+    print(f"measuring the matmul peak ({args.threads} threads) ...", file=sys.stderr, flush=True)
+    peak = measure.matmul_peak(reps=args.peak_reps)
+    print(f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s ({peak['fp32_setting']}), bf16 {peak['bf16_gflops']:.0f}",
+          file=sys.stderr, flush=True)
+    results, formulas = [], {}
+    for size in sizes:
+        for row in rows:
+            for i, dtype in enumerate(dtypes):
+                spec = {"row": row, "size": size, "dtype": dtype, "threads": args.threads,
+                        "matmul_precision": args.matmul_precision, "batch": args.batch, "seq_len": args.seq_len,
+                        "warmup": args.warmup, "steps": args.steps, "prompt_len": args.prompt_len,
+                        "decode_tokens": args.decode_tokens, "decode": not args.no_decode and dtype == dtypes[0],
+                        "cache_ratio": size == args.cache_size and i == 0, "cache_prompt": args.cache_prompt,
+                        "cache_new": args.cache_new, "compile": args.compile, "profile": args.profile}
+                res = run_subprocess_case(spec)
+                if "flops_formula" in res:
+                    formulas.setdefault(row, res.pop("flops_formula"))
+                results.append(res)
+                brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()
+                         if k in ("row", "size", "dtype", "train_tok_s", "error", "load_start")}
+                print(brief, file=sys.stderr, flush=True)
+    add_mfu(results, peak)
+    load_end = os.getloadavg()[0]
+    loads = [load_start, load_end] + [r.get("load_start", 0.0) for r in results]
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "argv": " ".join(sys.argv[1:] if argv is None else argv),
+              "args": vars(args), "machine": machine_info(args.threads), "precision": precision.to_dict(),
+              "load_start": load_start, "load_end": load_end, "loaded": max(loads) > args.max_load,
+              "peak": peak, "rows": results, "targets": check_targets(results), "formulas": formulas}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(report))
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    if report["loaded"]:
+        print(f"WARNING: taken under load (1-minute load average up to {max(loads):.2f}); see {out}", file=sys.stderr)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,54 @@
+"""Compare runs: python compare.py runs/micro [--baseline runs/micro/baseline] [--out DIR]
+
+Thin wrapper over `unified.compare` (reading, grouping, CIs, verdicts) and `unified.report`
+(figures, comparison.md / .csv, report.html). Each RUN_DIR is a run folder or a folder holding
+run folders (searched recursively).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from unified.cli import ArgumentParser, ensure_writable_dir, run_cli
+from unified.compare import compare
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Tables, figures and verdicts across runs and seeds.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run folders (config.json, summary.json, metrics.jsonl, results_*.json) or folders holding them")
+    p.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                   help="the baseline run folder (or the folder of its seeds); default: the runs of variant "
+                        "'baseline' of each size")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder; when not given, comparison/ in the runs' common folder")
+    return p
+
+
+def default_out(run_paths: list[Path]) -> Path:
+    """<the runs' common folder>/comparison (for a single run, beside it: its parent folder)."""
+    from unified.compare import is_run_dir
+
+    common = Path(os.path.commonpath([str(p.resolve()) for p in run_paths]))
+    return (common.parent if is_run_dir(common) else common) / "comparison"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    comp = compare(args.run_dirs, baseline=args.baseline)
+    from unified.report import write_report
+
+    out = Path(args.out) if args.out else default_out([r.path for r in comp.runs])
+    ensure_writable_dir(out, "--out")
+    written = write_report(comp, out)
+    print(f"compared {len(comp.runs)} runs in {len(comp.groups)} groups")
+    for v in comp.verdicts:
+        print(f"  {v.group.name} vs {v.baseline.name}: {v.overall} ({v.text})")
+    if comp.notes:
+        print(f"  {len(comp.notes)} notes (missing files, unavailable suites ...): see comparison.md")
+    print(f"outputs in {out}: {' '.join(sorted(written))}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,176 @@
+"""Train and evaluate a ladder of variants over seeds, then compare them:
+
+    python ladder.py --size micro --variants baseline,shared_loop,act --seeds 0,1,2 -- --max_steps 2000
+
+Every (variant, seed) trains with `train.py` (a subprocess, so one crashing run does not stop the
+others) into runs/<size>/<variant>/seed<k>/ and is evaluated with `eval_hub.py`; the ladder ends
+by writing the comparison into runs/<size>/comparison/. Re-running the same command skips
+finished runs (summary.json present), resumes interrupted ones (last.pt without summary.json)
+and evaluates only what lacks results. Options after `--` go to train.py unchanged.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from unified.cli import ArgumentParser, run_cli
+from unified.config import SCALES
+from unified.errors import ConfigError, UnknownNameError
+from unified.evals.hub import resolve_suite
+from unified.model import resolve_variant
+
+ROOT = Path(__file__).resolve().parent
+LADDER_OWNED = ("--variant", "--model_size", "--seed", "--output_dir", "--resume")
+
+
+@dataclass
+class Planned:
+    """One (variant, seed) of the ladder and what it needs: "skip", "resume" or "train"."""
+
+    variant: str
+    seed: int
+    out: Path
+    action: str
+
+
+def plan_run(out: Path) -> str:
+    """"skip" when the run finished (summary.json), "resume" when it was interrupted after a
+    checkpoint (last.pt), "restart" when it stopped before its first checkpoint, else "train"."""
+    if (out / "summary.json").is_file():
+        return "skip"
+    if (out / "last.pt").is_file():
+        return "resume"
+    if (out / "config.json").is_file():
+        return "restart"
+    return "train"
+
+
+def parse_list(text: str, flag: str) -> list[str]:
+    """Comma-separated items, blanks dropped; an empty list is an error."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ConfigError(f"{flag} is empty; give a comma-separated list")
+    return items
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Train + evaluate variants x seeds into runs/<size>/<variant>/seed<k>/, then compare.",
+                       epilog="Options after -- go to train.py, e.g. -- --max_steps 150 --batch_size 8")
+    p.add_argument("--size", default="micro", help=f"model size, one of {', '.join(SCALES)}")
+    p.add_argument("--variants", default="baseline,shared_loop", help="comma-separated variants (aliases accepted)")
+    p.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    p.add_argument("--runs_dir", default="runs", help="root folder of the ladder's runs")
+    p.add_argument("--suite", default="all", help="eval_hub.py suite for every run (algorithmic, needle, perplexity, all)")
+    p.add_argument("--eval_args", default="", help="extra eval_hub.py options as one string, written with = "
+                   "(e.g. --eval_args=\"--limit 20 --context_lengths 256,512\")")
+    p.add_argument("--no_eval", action="store_true", help="train only (compare what is there)")
+    return p
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(ladder options, train.py options): everything after the first `--` goes to train.py."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def check_train_args(variants: list[str], size: str, train_args: list[str]) -> None:
+    """Fail before any training when train.py would reject its options: parse them with
+    train.py's own parser (bad flag -> its one-line error, exit 2), check the values with
+    `TrainConfig.validate` and the --set model options against every variant."""
+    from train import build_parser as train_parser
+    from unified.cli import parse_overrides
+    from unified.model import split_overrides
+    from unified.training import TrainConfig
+
+    for variant in variants:
+        parsed = vars(train_parser().parse_args(["--variant", variant, "--model_size", size, *train_args]))
+        overrides = parse_overrides(parsed.pop("overrides"))
+        TrainConfig(**parsed, model_overrides=overrides).validate()
+        split_overrides(variant, overrides)
+
+
+def _run(cmd: list[str]) -> int:
+    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    return subprocess.run(cmd).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    own, train_args = split_argv(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(own)
+    if args.size not in SCALES:
+        raise UnknownNameError("model size", args.size, SCALES)
+    variants = list(dict.fromkeys(resolve_variant(v) for v in parse_list(args.variants, "--variants")))
+    try:
+        seeds = list(dict.fromkeys(int(s) for s in parse_list(args.seeds, "--seeds")))
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    suites = [] if args.no_eval else resolve_suite(args.suite)
+    for flag in train_args:
+        if flag.split("=", 1)[0] in LADDER_OWNED:
+            raise ConfigError(f"{flag.split('=', 1)[0]} is set by the ladder; remove it from the train.py options "
+                              f"(use --variants / --size / --seeds / --runs_dir)")
+    check_train_args(variants, args.size, train_args)
+    eval_args = shlex.split(args.eval_args)
+    size_dir = Path(args.runs_dir) / args.size
+    plan = [Planned(v, s, size_dir / v / f"seed{s}", plan_run(size_dir / v / f"seed{s}")) for v in variants for s in seeds]
+    print(f"ladder: {args.size} x {', '.join(variants)} x seeds {', '.join(map(str, seeds))}: "
+          + ", ".join(f"{sum(p.action == a for p in plan)} to {a}" for a in ("train", "resume", "restart", "skip")
+                      if any(p.action == a for p in plan)), flush=True)
+    failed: list[str] = []
+    for p in plan:
+        name = f"{p.variant}/seed{p.seed}"
+        trained = p.action != "skip"
+        if p.action == "restart":  # stopped before its first checkpoint: keep it aside, start again
+            aside = p.out.with_name(p.out.name + ".incomplete")
+            k = 2
+            while aside.exists():
+                aside, k = p.out.with_name(f"{p.out.name}.incomplete{k}"), k + 1
+            p.out.rename(aside)
+            print(f"{name}: stopped before its first checkpoint; moved to {aside} and starting again")
+        if trained:
+            cmd = [sys.executable, str(ROOT / "train.py"), "--variant", p.variant, "--model_size", args.size,
+                   "--seed", str(p.seed), "--output_dir", str(p.out), *(["--resume"] if p.action == "resume" else []),
+                   *train_args]
+            if _run(cmd) != 0:
+                failed.append(f"{name} (training)")
+                continue
+        else:
+            print(f"{name}: finished already (summary.json); not retrained")
+        if trained and not suites and any(p.out.glob("results_*.json")):
+            print(f"{name}: note: its results_*.json predate this training (--no_eval); compare flags them as stale")
+        missing = [s for s in suites if trained or not (p.out / f"results_{s}.json").is_file()]
+        if not missing:
+            continue
+        if not (p.out / "best_model.pt").is_file():
+            failed.append(f"{name} (no best_model.pt to evaluate)")
+            continue
+        # one eval_hub.py call when every suite is due (one model load), else one per missing suite
+        for suite in ([args.suite] if missing == suites else missing):
+            cmd = [sys.executable, str(ROOT / "eval_hub.py"), "--checkpoint", str(p.out / "best_model.pt"),
+                   "--suite", suite, "--out_dir", str(p.out), *eval_args]
+            if _run(cmd) != 0:
+                failed.append(f"{name} (eval {suite})")
+    from unified.compare import compare, is_run_dir
+    from unified.report import write_report
+
+    done = [p.out for p in plan if is_run_dir(p.out)]
+    out = size_dir / "comparison"
+    if done:
+        comp = compare(done)
+        write_report(comp, out)
+        for v in comp.verdicts:
+            print(f"  {v.group.name} vs {v.baseline.name}: {v.overall} ({v.text})")
+        print(f"comparison of {len(done)} runs in {out}: report.html comparison.md comparison.csv")
+    if failed:
+        print(f"failed: {'; '.join(failed)} (re-run the same command to retry)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,242 @@
+"""Exact resume after SIGKILL, atomic checkpoints, safe loading, mixed precision and torch.compile
+(DESIGN contract 5; issue 10). Bad inputs are in test_bad_inputs.py, torchrun in test_distributed.py."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli_helpers import ROOT, run_cli
+from conftest import tiny_model
+from unified.checkpoint import (atomic_save, load_checkpoint, model_from_checkpoint, remove_stale_temps,
+                                save_checkpoint)
+from unified.runlog import append_metrics, read_metrics
+
+# 32 steps mixing algorithmic and procedural-language rows (the language phase starts at step
+# ~14), dropout on (so the RNG state must be restored), and a log window (3) that straddles the
+# checkpoints (every 8): a resumed run must reproduce every logged number bit for bit.
+RESUME_ARGS = ["--model_size", "pico", "--max_steps", "32", "--eval_every", "8", "--log_every", "3",
+               "--batch_size", "4", "--seq_len", "64", "--eval_samples", "1", "--total_tokens", "100000",
+               "--alg_tasks", "parity,copy,addition", "--lang_dataset", "procedural", "--alg_tokens", "4096",
+               "--set", "dropout=0.1"]
+VOLATILE = {"tokens_per_s"}
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", "PYTHONHASHSEED": "0", "UNIFIED_CACHE": str(tmp_path / "cache")}
+
+
+def _train(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _logged(run: Path) -> list[dict]:
+    """Train and val records as a resumed-aware reader sees them, without timing fields."""
+    return [{k: v for k, v in r.items() if k not in VOLATILE}
+            for r in read_metrics(run / "metrics.jsonl") if r["kind"] in ("train", "val")]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    ref = _train([*RESUME_ARGS, "--output_dir", "ref"], tmp_path, env)  # runs alongside the killed one
+    victim = _train([*RESUME_ARGS, "--output_dir", "run"], tmp_path, env)
+    run = tmp_path / "run"
+    deadline = time.time() + 240
+    while victim.poll() is None and time.time() < deadline:
+        # kill once a checkpoint exists and training has logged past it
+        if (run / "last.pt").is_file() and any(r["kind"] == "train" and r["step"] > 8
+                                               for r in read_metrics(run / "metrics.jsonl")):
+            victim.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert victim.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (run / "summary.json").exists()
+    ckpt_step = load_checkpoint(run / "last.pt")["step"]
+    logged_steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
+    assert max(logged_steps) > ckpt_step  # records after the checkpoint, which the resume replaces
+
+    r = run_cli("train.py", *RESUME_ARGS, "--output_dir", "run", "--resume", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()[-2000:]
+
+    ref_log, run_log = _logged(tmp_path / "ref"), _logged(run)
+    assert len(ref_log) == 15  # 11 train + 4 val records
+    assert run_log == ref_log  # exact: losses, grad norms, lr, validation metrics
+    for name in ("last.pt", "best_model.pt"):
+        a, b = load_checkpoint(tmp_path / "ref" / name), load_checkpoint(run / name)
+        assert a["step"] == b["step"] and a["best_step"] == b["best_step"]
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 32 and summary["final_loss"] == ref_log[-2]["loss"]
+
+
+def _checkpoint(path: Path, step: int) -> None:
+    model = tiny_model("baseline")
+    save_checkpoint(path, model, "byte", step=step, train_config={"seed": 0})
+
+
+@pytest.mark.parametrize("fail_in", ["torch.save", "os.replace"])
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch, fail_in: str) -> None:
+    """A save that dies half-way (a kill inside torch.save, or before the rename) leaves last.pt
+    exactly as it was, loadable, and no temporary file behind."""
+    path = tmp_path / "last.pt"
+    _checkpoint(path, step=1)
+    before = _sha(path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **kw):
+        real_save(obj, f, *a, **kw)
+        f.truncate(100)  # half-written
+        raise KeyboardInterrupt("killed during torch.save")
+
+    def dying_replace(src, dst):
+        raise KeyboardInterrupt("killed before os.replace")
+
+    if fail_in == "torch.save":
+        monkeypatch.setattr(torch, "save", dying_save)
+    else:
+        monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        _checkpoint(path, step=2)
+    monkeypatch.undo()
+    assert _sha(path) == before and load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_sigkill_during_repeated_saves_never_leaves_a_truncated_file(tmp_path: Path) -> None:
+    """A real SIGKILL at an arbitrary moment of a save loop: last.pt is always a whole checkpoint;
+    an orphaned temporary file is cleaned up by remove_stale_temps (called on --resume)."""
+    script = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(ROOT)!r})
+        from unified.checkpoint import atomic_save
+        big = torch.randn(2_000_000)
+        i = 0
+        while True:
+            atomic_save({{"format": "unified-checkpoint-v1", "i": i, "big": big}}, {str(tmp_path / 'last.pt')!r})
+            i += 1
+            print(i, flush=True)
+    """)
+    for delay in (0.35, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.stdout.readline().strip() == "1"  # at least one complete save
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+        assert ckpt["big"].shape == (2_000_000,) and ckpt["i"] >= 0
+    remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_remove_stale_temps_only_touches_save_temporaries(tmp_path: Path) -> None:
+    for name in (".last.pt.abc123.tmp", ".best_model.pt.x.tmp", "last.pt", "notes.tmp", ".hidden"):
+        (tmp_path / name).write_text("x")
+    removed = {p.name for p in remove_stale_temps(tmp_path)}
+    assert removed == {".last.pt.abc123.tmp", ".best_model.pt.x.tmp"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "last.pt", "notes.tmp"]
+
+
+def test_torn_metrics_line_does_not_swallow_the_resume_marker(tmp_path: Path) -> None:
+    """A kill in the middle of a metrics line must not glue the next record (the resume marker)
+    onto it: the marker stays readable and the replaced records are dropped."""
+    path = tmp_path / "metrics.jsonl"
+    append_metrics(path, {"kind": "train", "step": 4, "loss": 1.0})
+    append_metrics(path, {"kind": "train", "step": 8, "loss": 2.0})
+    with open(path, "a") as f:
+        f.write('{"kind": "train", "step": 12, "lo')  # torn by SIGKILL
+    append_metrics(path, {"kind": "resume", "step": 4})
+    append_metrics(path, {"kind": "train", "step": 8, "loss": 3.0})
+    assert [(r["kind"], r["step"], r.get("loss")) for r in read_metrics(path)] == [
+        ("train", 4, 1.0), ("resume", 4, None), ("train", 8, 3.0)]
+
+
+def _plain(obj) -> bool:
+    if isinstance(obj, dict):
+        return all(isinstance(k, (str, int)) and _plain(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return all(_plain(v) for v in obj)
+    return obj is None or isinstance(obj, (str, int, float, bool, torch.Tensor))
+
+
+def test_compiled_model_checkpoint_is_plain_and_loads_into_an_uncompiled_model(tmp_path: Path) -> None:
+    """State dicts are taken from the module inside torch.compile, so the keys carry no
+    `_orig_mod.` prefix; the whole checkpoint loads with weights_only=True. (The eager backend
+    wraps exactly like inductor and needs no C++ compiler; test_compile_run uses inductor.)"""
+    torch.manual_seed(0)
+    model = tiny_model("baseline")
+    compiled = torch.compile(model, backend="eager")
+    x = torch.randint(0, 61, (2, 16))
+    compiled(x, targets=x).loss.backward()
+    assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    save_checkpoint(tmp_path / "c.pt", compiled, "byte", step=1, train_config={"lr": 1e-3, "seed": 0},
+                    rng={"torch": torch.get_rng_state()})
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)  # the safe loader accepts it as is
+    assert _plain(raw) and not any(k.startswith("_orig_mod.") for k in raw["state_dict"])
+    plain = model_from_checkpoint(load_checkpoint(tmp_path / "c.pt"))
+    assert not hasattr(plain, "_orig_mod")
+    model.eval(), plain.eval()
+    assert torch.equal(plain(x).logits, model(x).logits)
+
+
+PICO_SHORT = ["--model_size", "pico", "--max_steps", "4", "--eval_every", "4", "--log_every", "1",
+              "--batch_size", "2", "--seq_len", "32", "--eval_samples", "1", "--lang_dataset", "none",
+              "--alg_tasks", "parity,copy"]
+
+
+def _finite_run(run: Path, steps: int) -> dict:
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert len(losses) == steps and all(isinstance(v, float) and math.isfinite(v) for v in losses), losses
+    summary = json.loads((run / "summary.json").read_text())
+    assert math.isfinite(summary["best_val_loss"])
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_run_finishes_with_finite_loss(tmp_path: Path, dtype: str) -> None:
+    r = run_cli("train.py", *PICO_SHORT, "--dtype", dtype, "--output_dir", "run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = _finite_run(tmp_path / "run", 4)
+    assert summary["dtype"] == dtype
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    if dtype == "fp16":  # the loss scaler is saved so a resumed fp16 run continues its scale
+        assert ckpt["scaler"]["scale"] > 0
+
+
+def _cxx_compiler() -> str | None:
+    return shutil.which("g++") or shutil.which("c++") or shutil.which("cc")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cxx_compiler() is None, reason="torch.compile (inductor) on CPU needs a C++ compiler "
+                                                    "(g++/c++/cc); none on PATH")
+def test_compile_run_finishes_and_its_checkpoint_loads_uncompiled(tmp_path: Path) -> None:
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    r = run_cli("train.py", *PICO_SHORT, "--compile", "--set", "n_layers=1", "--output_dir", "run",
+                cwd=tmp_path, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _finite_run(tmp_path / "run", 4)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is True
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "best_model.pt"))
+    assert not hasattr(model, "_orig_mod") and model.cfg.n_layers == 1
