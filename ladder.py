@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unified.cli import ArgumentParser, run_cli
+from unified.compare import SET_ASIDE
 from unified.config import SCALES
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.hub import resolve_suite
@@ -126,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{p.variant}/seed{p.seed}"
         trained = p.action != "skip"
         if p.action == "restart":  # stopped before its first checkpoint: keep it aside, start again
-            aside = p.out.with_name(p.out.name + ".incomplete")
+            aside = p.out.with_name(p.out.name + SET_ASIDE)
             k = 2
             while aside.exists():
-                aside, k = p.out.with_name(f"{p.out.name}.incomplete{k}"), k + 1
+                aside, k = p.out.with_name(f"{p.out.name}{SET_ASIDE}{k}"), k + 1
             p.out.rename(aside)
             print(f"{name}: stopped before its first checkpoint; moved to {aside} and starting again")
         if trained:

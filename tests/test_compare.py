@@ -14,7 +14,7 @@ from cli_helpers import run_cli
 from unified.errors import ConfigError
 from unified.compare import (MET, NOT_MET, NOT_SHOWN, compare, estimate, t_quantile, t_quantile_table,
                              welch_contrast)
-from unified.report import write_report
+from unified.report import main_table, write_report
 
 TASKS = ("parity", "copy")
 
@@ -178,6 +178,9 @@ def test_missing_and_partial_files_are_notes_not_crashes(tmp_path: Path) -> None
     fake_run(root, "act", 0, 0.3, 0.1, files=("config",))  # crashed at once: config only
     broken = fake_run(root, "latent", 0, 0.3, 0.1, files=("config", "summary"))
     (broken / "results_algorithmic.json").write_text("{not json")
+    fake_run(root, "baseline", 2, 0.4, 0.1, files=("config", "summary", "metrics"))  # never evaluated
+    aside = fake_run(root, "act", 1, 0.3, 0.1, files=("config",))
+    aside.rename(aside.with_name("seed1.incomplete"))  # set aside by the ladder: not a run to compare
     stale = fake_run(root, "ssm", 0, 0.3, 0.1)  # evaluated before training went on
     summary = json.loads((stale / "summary.json").read_text())
     (stale / "summary.json").write_text(json.dumps({**summary, "best_step": 40}))
@@ -195,7 +198,9 @@ def test_missing_and_partial_files_are_notes_not_crashes(tmp_path: Path) -> None
     assert status["time"] == "n/a" and status["iid"] == MET
     assert status["bpb"] == MET  # both lack the suite: fell back to val_lang_bpb (2.5 vs 2.5)
     assert any("used val_lang_bpb" in n for n in v.notes)
-    assert by_name(comp, "act").overall == "no data"
+    assert by_name(comp, "act").overall == "no data" and len(by_name(comp, "act").group.runs) == 1
+    main = main_table(comp).set_index("group")
+    assert main.loc["pico/baseline", "seeds"] == 3 and main.loc["pico/baseline", "IID EM %"] == "40.0 (n=2)"
     written = write_report(comp, tmp_path / "out")
     md = written["comparison.md"].read_text()
     assert "## Notes" in md and "no summary.json" in md and written["report.html"].is_file()
@@ -261,16 +266,20 @@ def test_ladder_skips_finished_runs_and_compares(tmp_path: Path, capsys) -> None
 
 @pytest.mark.slow
 def test_ladder_trains_evaluates_and_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
-    """A real 2-step pico run (train.py and eval_hub.py subprocesses), then the same run
-    'interrupted' (summary.json removed) is resumed, not restarted."""
+    """A real 2-step pico run (train.py and eval_hub.py subprocesses) replacing a run that died
+    before its first checkpoint; then the run 'interrupted' (summary.json removed) is resumed."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     train = ["--", "--max_steps", "2", "--eval_every", "2", "--batch_size", "2", "--seq_len", "32",
              "--eval_samples", "1", "--lang_dataset", "none", "--alg_tasks", "parity"]
     args = ["--size", "pico", "--variants", "baseline", "--seeds", "0", "--suite", "algorithmic",
             "--eval_args=--limit 1 --tasks parity"]
-    assert ladder_cli.main([*args, *train]) == 0
     run = tmp_path / "runs" / "pico" / "baseline" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")  # a run that died before its first checkpoint
+    assert ladder_cli.main([*args, *train]) == 0
+    assert "1 to restart" in capsys.readouterr().out
+    assert (run.parent / "seed0.incomplete" / "config.json").read_text() == "{}"
     assert (run / "summary.json").is_file() and (run / "results_algorithmic.json").is_file()
     (run / "summary.json").unlink()
     assert ladder_cli.main([*args, "--no_eval", *train[:1], "--max_steps", "3", *train[3:]]) == 0

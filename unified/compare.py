@@ -29,6 +29,7 @@ from unified.errors import DataError
 from unified.runlog import read_metrics
 
 SUITE_NAMES = ("algorithmic", "needle", "perplexity")
+SET_ASIDE = ".incomplete"  # ladder.py renames runs that stopped before a checkpoint to seed<k>.incomplete[N]
 CONFIDENCE = 0.95
 # Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30 (used when scipy is absent).
 T_TABLE_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -164,7 +165,7 @@ def is_run_dir(path: Path) -> bool:
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     """Run folders named by `paths`: each path is a run folder or a folder searched recursively
-    for run folders (folders named `comparison` are skipped). A path that does not exist, or
+    for run folders (`comparison` and set-aside `*.incomplete*` folders are skipped). A path that does not exist, or
     holds no run, is a DataError."""
     found: list[Path] = []
     for p in map(Path, paths):
@@ -174,7 +175,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
         if is_run_dir(p):
             runs = [p]
         else:
-            runs = sorted(d for d in p.rglob("*") if "comparison" not in d.relative_to(p).parts and is_run_dir(d))
+            runs = sorted(d for d in p.rglob("*") if is_run_dir(d) and not any(
+                part == "comparison" or SET_ASIDE in part for part in d.relative_to(p).parts))
         if not runs:
             raise DataError(f"{str(p)!r} holds no run folder (none with config.json, summary.json or results_*.json)")
         found += [r for r in runs if r.resolve() not in {f.resolve() for f in found}]
@@ -311,7 +313,8 @@ class Group:
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Group runs by (size, label) in ladder order of first appearance; seeds sorted."""
+    """Group runs by (size, label): per size the baseline first, then in order of first
+    appearance (the ladder passes its --variants order); seeds sorted within a group."""
     by_key: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         by_key.setdefault((r.size, r.label), []).append(r)
@@ -319,7 +322,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     for (size, label), members in by_key.items():
         members = sorted(members, key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, str(r.path)))
         groups.append(Group(size, label, members[0].variant, members, [run_metrics(r) for r in members]))
-    return groups
+    sizes = list(dict.fromkeys(g.size for g in groups))
+    return sorted(groups, key=lambda g: (sizes.index(g.size), g.label != "baseline"))
 
 
 # ---- verdicts --------------------------------------------------------------------------------
@@ -392,15 +396,14 @@ def judge(crit: Criterion, a: Sequence[float], b: Sequence[float]) -> CriterionR
 
 
 def _criterion_text(crit: Criterion, c: Contrast, ratio: float | None) -> str:
+    """Criterion numbers as text: variant - baseline with its interval for a difference (k = 1),
+    else the ratio of means and the contrast with its interval."""
     sc = crit.scale
-    ci = "" if c.ci_low is None else f" [{c.ci_low * sc:+.3g}, {c.ci_high * sc:+.3g}]"
-    if crit.k == 1.0:  # a difference: show variant - baseline
-        diff = (c.value + crit.delta) * sc
+    shift = crit.delta if crit.k == 1.0 else 0.0  # differences are shown as variant - baseline
+    ci = "" if c.ci_low is None else f" [{(c.ci_low + shift) * sc:+.3g}, {(c.ci_high + shift) * sc:+.3g}]"
+    if crit.k == 1.0:
         need = f">= {crit.delta * sc:+g}" if not crit.strict else "> 0"
-        lo = None if c.ci_low is None else (c.ci_low + crit.delta) * sc
-        hi = None if c.ci_high is None else (c.ci_high + crit.delta) * sc
-        ci = "" if lo is None else f" [{lo:+.3g}, {hi:+.3g}]"
-        return f"{diff:+.3g}{crit.unit}{ci} (need {need})"
+        return f"{(c.value + shift) * sc:+.3g}{crit.unit}{ci} (need {need})"
     r = "n/a" if ratio is None else f"{ratio:.2f}x"
     return f"{r} baseline (need <= {crit.k:g}x); variant - {crit.k:g} x baseline = {c.value * sc:+.3g}{crit.unit}{ci}"
 
@@ -421,8 +424,8 @@ def verdict(group: Group, baseline: Group) -> Verdict:
     """Judge `group` against `baseline` on every criterion and sum up.
 
     overall: "success" (every criterion with data met), "fail" (some criterion not met),
-    "not shown" (none failed, some inconclusive), "single seed: indicative only" (a side has one
-    seed, so no interval), or "no data"."""
+    "not shown" (none failed, some inconclusive or with one value on a side), "single seed:
+    indicative only" (a side has one run, so no interval), or "no data" (no criterion has data)."""
     results, notes = [], []
     for c in CRITERIA:
         a, b = group.values(c.metric), baseline.values(c.metric)
@@ -450,21 +453,21 @@ def verdict(group: Group, baseline: Group) -> Verdict:
     names = lambda rs: ", ".join(r.criterion.name for r in rs)  # noqa: E731
     if not have:
         return Verdict(group, baseline, results, "no data", "no criterion could be evaluated", notes)
-    if any(r.status.startswith("indicative") for r in have):
+    if min(len(group.runs), len(baseline.runs)) < 2:
         failing = [r for r in have if r.status == INDICATIVE_NOT]
         point = ("point estimates meet every criterion with data" if not failing
                  else f"point estimates fail {names(failing)}")
-        n = min(len(group.runs), len(baseline.runs))
         return Verdict(group, baseline, results, "single seed: indicative only",
-                       f"{n} seed on one side, so no confidence interval; {point}", notes)
+                       f"one seed on one side, so no confidence interval; {point}", notes)
     failed = [r for r in have if r.status == NOT_MET]
-    open_ = [r for r in have if r.status == NOT_SHOWN]
+    # indicative here: a metric that only one run of a side has, so it cannot be shown either
+    open_ = [r for r in have if r.status in (NOT_SHOWN, INDICATIVE_MET, INDICATIVE_NOT)]
     if failed:
         overall, text = "fail", f"not met beyond the 95% CI: {names(failed)}"
         if open_:
             text += f"; not shown: {names(open_)}"
     elif open_:
-        overall, text = "not shown", f"interval straddles the threshold for: {names(open_)}"
+        overall, text = "not shown", f"not shown beyond the 95% CI for: {names(open_)}"
     else:
         overall, text = "success", f"all {len(have)} criteria with data met beyond the 95% CI"
     return Verdict(group, baseline, results, overall, text, notes)

@@ -45,9 +45,10 @@ MAIN_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def fmt(est: Estimate | None, kind: str = "float") -> str:
-    """A group estimate as text: mean, and +- the 95% half-width when there is an interval
-    (accuracies in percent; "-" when absent)."""
+def fmt(est: Estimate | None, kind: str = "float", of: int | None = None) -> str:
+    """A group estimate as text: mean, +- the 95% half-width when there is an interval, and
+    "(n=k)" when only k of the group's `of` runs have the metric (accuracies in percent; "-"
+    when absent)."""
     if est is None:
         return "-"
     scale = 100.0 if kind == "pct" else 1.0
@@ -62,7 +63,9 @@ def fmt(est: Estimate | None, kind: str = "float") -> str:
 
     text = one(est.mean)
     if est.half_width is not None and est.half_width > 0:
-        text += f" ± {one(est.half_width) if kind != 'int' else f'{est.half_width:,.0f}'}"
+        text += f" ± {one(est.half_width)}"
+    if of is not None and est.n < of:
+        text += f" (n={est.n})"
     return text
 
 
@@ -74,7 +77,7 @@ def main_table(comp: Comparison):
     for g in comp.groups:
         row = {"group": g.name, "variant": g.label, "size": g.size, "seeds": len(g.runs)}
         for metric, header, kind in MAIN_COLUMNS:
-            row[header] = fmt(g.estimate(metric), kind)
+            row[header] = fmt(g.estimate(metric), kind, len(g.runs))
         rows.append(row)
     df = pd.DataFrame(rows)
     keep = [c for c in df.columns if c in ("group", "variant", "size", "seeds") or (df[c] != "-").any()]
@@ -93,7 +96,8 @@ def breakdown_tables(comp: Comparison) -> dict[str, Any]:
              ("needle accuracy % per context length", [(n, f"needle_acc/{n}") for n in needle], "length"))
     for title, cells, index in specs:
         if cells:
-            out[title] = pd.DataFrame({g.name: [fmt(g.estimate(m), "pct") for _, m in cells] for g in comp.groups},
+            out[title] = pd.DataFrame({g.name: [fmt(g.estimate(m), "pct", len(g.runs)) for _, m in cells]
+                                       for g in comp.groups},
                                       index=pd.Index([c for c, _ in cells], name=index))
     return out
 
@@ -339,8 +343,8 @@ def _markdown(comp: Comparison, main, parts: dict[str, Any], verdicts, figures, 
     lines = [f"# Comparison of {len(comp.runs)} runs in {len(comp.groups)} groups",
              f"_written {time.strftime('%Y-%m-%d %H:%M')}_", "", "## Verdicts", ""]
     lines += _verdict_lines(comp) or ["No verdicts (no baseline group, or only the baseline)."]
-    lines += ["", "Criteria:", ""] + [f"- {c}" for c in criteria_lines()] + ["", STATS_TEXT, "", "## Summary", "",
-                                                                               main.to_markdown(index=False, disable_numparse=True), ""]
+    lines += ["", "Criteria:", ""] + [f"- {c}" for c in criteria_lines()] + ["", STATS_TEXT, ""]
+    lines += ["## Summary", "", main.to_markdown(index=False, disable_numparse=True), ""]
     for title, df in parts.items():
         lines += [f"## {title}", "", df.to_markdown(disable_numparse=True), ""]
     if figures:
