@@ -15,6 +15,7 @@ from unified.errors import ConfigError
 from unified.evals.hub import SUITE_ALIASES, SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
+from unified.perf import MATMUL_PRECISIONS, set_matmul_precision
 
 
 def _number_list(kind: type, flag: str):
@@ -34,7 +35,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out_dir", default=None, help="default: the checkpoint's folder")
     p.add_argument("--tasks", nargs="*", default=None, help="algorithmic tasks (default all)")
     p.add_argument("--limit", type=int, default=None,
-                   help="examples per algorithmic grid cell (default 100); also caps --needle_samples when that is not given")
+                   help="examples per algorithmic grid cell (default 100); also caps the needle samples per cell "
+                        "when --needle_samples is not given")
     p.add_argument("--seed", type=int, default=0, help="which held-out examples are drawn")
     p.add_argument("--batch_size", type=int, default=64)
     nd, pd = NeedleSettings(), PerplexitySettings()
@@ -48,13 +50,17 @@ def build_parser() -> ArgumentParser:
                    help="perplexity: held-out UTF-8 text (default: the validation split of the run's language data)")
     p.add_argument("--ppl_dataset", default=None,
                    help="perplexity: validation split of an HF dataset named as for train.py --lang_dataset "
-                        "(tinystories, wikitext103, openwebtext, minipile, hf:<repo>[:<config>]); needs network or cache")
+                        "(tinystories, wikitext103, openwebtext, minipile, hf:<repo>[:<config>]); "
+                        "needs the network or the HF cache")
     p.add_argument("--ppl_max_tokens", type=int, default=pd.max_tokens,
                    help="perplexity: score at most this many tokens of the text (0 = all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (0 = torch's default). Decoding small models is fastest on one "
                         "thread, and extra threads slow it down badly when the cores are shared")
+    p.add_argument("--matmul_precision", default="auto", choices=MATMUL_PRECISIONS,
+                   help="float32 matmul path; auto: the fast oneDNN path ('medium') where its error vs float64 "
+                        "is float32-level, else 'highest'; cached decoding steps always use 'highest' on CPU")
     p.add_argument("--tokenizer", default=None, help="must match the checkpoint's (default: the checkpoint's)")
     p.add_argument("--K", type=int, default=None, help="latent/act: thought iterations at evaluation")
     p.add_argument("--override", action="append", metavar="KEY=VALUE",
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_matmul_precision(args.matmul_precision, args.device)
     if args.ppl_max_tokens < 0:
         raise ConfigError(f"--ppl_max_tokens must be >= 0 (0 = all), got {args.ppl_max_tokens}")
     flat = {name: [x for part in getattr(args, name) for x in part] if getattr(args, name) else None

@@ -1,6 +1,7 @@
 """Train one variant at one scale: python train.py --model_size nano --variant act
 
 Thin wrapper: parses arguments into `unified.training.TrainConfig` and calls `train`.
+Several GPUs (or CPU processes): torchrun --nproc_per_node=N train.py ... (docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import argparse
 from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
 from unified.config import SCALES
 from unified.corpus import describe_sources
+from unified.perf import MATMUL_PRECISIONS
 from unified.training import TrainConfig, train
 
 
 def build_parser() -> ArgumentParser:
     d = TrainConfig()
-    p = ArgumentParser(description="Train a variant of the ablation ladder on the split curriculum.")
+    p = ArgumentParser(description="Train a variant of the ablation ladder on the split curriculum. Several GPUs "
+                                   "or processes: torchrun --nproc_per_node=N train.py ... (--batch_size is per process).")
     p.add_argument("--variant", default=d.variant, help="baseline, shared_loop, latent, act, ssm, ssm_mem, "
                    "reservoir, liquid, hrnn, rsm (aliases accepted)")
     p.add_argument("--model_size", default=d.model_size, help=f"one of {', '.join(SCALES)}")
@@ -63,6 +66,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--grad_clip", type=float, default=d.grad_clip)
     p.add_argument("--dtype", default=d.dtype, choices=["fp32", "bf16", "fp16"], help="autocast precision")
     p.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    p.add_argument("--matmul_precision", default=d.matmul_precision, choices=MATMUL_PRECISIONS,
+                   help="float32 matmul path; auto: the fast oneDNN path ('medium') where its error vs float64 "
+                        "is float32-level, else 'highest' (see docs/performance.md)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --output_dir from last.pt")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",

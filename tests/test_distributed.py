@@ -109,3 +109,26 @@ def test_grad_accum_and_batch_split_give_the_same_training(tmp_path: Path) -> No
         xa = [r[key] for r in _records(tmp_path / "a", kind)]
         xb = [r[key] for r in _records(tmp_path / "b", kind)]
         assert len(xa) == len(xb) > 0 and all(_close(x, y) for x, y in zip(xa, xb)), (key, xa, xb)
+
+
+@pytest.mark.parametrize("variant", ["baseline", "act"])
+def test_step_objective_has_the_gradients_of_the_model_loss_for_one_batch(tmp_path: Path, variant: str) -> None:
+    """With one process and one micro-batch the per-token objective is exactly the model's loss
+    (cross-entropy mean + auxiliary loss, e.g. ACT's ponder cost): same value, same gradients."""
+    from unified.training import Trainer
+
+    cfg = TrainConfig(variant=variant, model_size="pico", batch_size=3, seq_len=48, lang_dataset="none",
+                      alg_tasks="parity,copy", max_steps=2, output_dir=str(tmp_path / "r"),
+                      model_overrides={"K": 2} if variant == "act" else {})
+    t = Trainer(cfg)
+    loss, aux = t.forward_backward()
+    grads = {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
+    t.optimizer.zero_grad(set_to_none=True)
+    x, y = t.curriculum.batch(0, t.rows_for(0))
+    out = t.model(x, targets=y)
+    out.loss.backward()
+    assert ("aux_loss" in aux) == (variant == "act")
+    assert _close(loss, float(out.loss.detach()), rel=1e-6)
+    assert set(grads) == {n for n, p in t.model.named_parameters() if p.grad is not None}
+    assert all(torch.allclose(grads[n], p.grad, rtol=1e-5, atol=1e-8) for n, p in t.model.named_parameters()
+               if p.grad is not None)

@@ -186,7 +186,7 @@ def test_compiled_model_checkpoint_is_plain_and_loads_into_an_uncompiled_model(t
     model = tiny_model("baseline")
     compiled = torch.compile(model, backend="eager")
     x = torch.randint(0, 61, (2, 16))
-    compiled(x, targets=x).loss.backward()
+    compiled(x, targets=x)
     assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
     save_checkpoint(tmp_path / "c.pt", compiled, "byte", step=1, train_config={"lr": 1e-3, "seed": 0},
                     rng={"torch": torch.get_rng_state()})
@@ -232,7 +232,7 @@ def _cxx_compiler() -> str | None:
 @pytest.mark.skipif(_cxx_compiler() is None, reason="torch.compile (inductor) on CPU needs a C++ compiler "
                                                     "(g++/c++/cc); none on PATH")
 def test_compile_run_finishes_and_its_checkpoint_loads_uncompiled(tmp_path: Path) -> None:
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    env = {"TORCHINDUCTOR_COMPILE_THREADS": "1"}  # the default kernel cache makes reruns fast
     r = run_cli("train.py", *PICO_SHORT, "--compile", "--set", "n_layers=1", "--output_dir", "run",
                 cwd=tmp_path, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

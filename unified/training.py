@@ -35,6 +35,7 @@ from unified.distributed import (World, all_gather_object, all_reduce_sum, broad
 from unified.errors import CheckpointError, ConfigError, TrainingError, require
 from unified.evals.algorithmic import score_examples, summarize
 from unified.model import create_model, resolve_variant
+from unified.perf import set_matmul_precision
 from unified.plots import plot_run
 from unified.runlog import append_metrics, read_metrics
 from unified.task_curriculum import (TaskCurriculum, TaskCurriculumConfig, competence_scores, plot_curriculum,
@@ -83,6 +84,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     dtype: str = "fp32"
     compile: bool = False
+    matmul_precision: str = "auto"  # float32 matmul setting, see unified.perf (resolved value is recorded)
     device: str = "auto"
     resume: bool = False
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -164,6 +166,7 @@ class Trainer:
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.is_main = rank == 0
         self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        cfg.matmul_precision = set_matmul_precision(cfg.matmul_precision, self.device).setting
         self.tasks = resolve_tasks(cfg.alg_tasks)
         self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world_size
         self.total_steps = cfg.max_steps or max(1, cfg.total_tokens // self.tokens_per_step)
