@@ -54,6 +54,9 @@ def build_parser() -> ArgumentParser:
                         "needs the network or the HF cache")
     p.add_argument("--ppl_max_tokens", type=int, default=pd.max_tokens,
                    help="perplexity: score at most this many tokens of the text (0 = all)")
+    p.add_argument("--ppl_prefix", choices=["bos", "eos"], default=pd.prefix,
+                   help="perplexity: token each window's first token is conditioned on (training puts EOS, "
+                        "not BOS, before language documents)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (0 = torch's default). Decoding small models is fastest on one "
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx.options = {"tasks": tasks, "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size,
                    "context_lengths": flat["context_lengths"], "depths": flat["depths"],
                    "needle_samples": args.needle_samples, "text_file": args.text_file,
-                   "ppl_dataset": args.ppl_dataset, "ppl_max_tokens": args.ppl_max_tokens, "out_dir": out_dir}
+                   "ppl_dataset": args.ppl_dataset, "ppl_max_tokens": args.ppl_max_tokens,
+                   "ppl_prefix": args.ppl_prefix, "out_dir": out_dir}
     written = run_suites(ctx, args.suite, out_dir)
     for name, path in written.items():
         print(f"{name}: wrote {path}")

@@ -180,6 +180,12 @@ def test_ppl_max_tokens_truncates_and_recounts(tmp_path: Path) -> None:
     res = run_perplexity(model, ByteTokenizer(), {}, PerplexitySettings(text_file=str(path), max_tokens=39))
     assert res["source"]["truncated"] and res["tokens"] == 39 == res["bytes"]
     assert res["words"] == len(TEXT.encode()[:39].decode().split()) == 10
+    settings = PerplexitySettings(text_file=str(path), max_tokens=39, prefix="eos")
+    eos = run_perplexity(model, ByteTokenizer(), {}, settings)
+    assert res["prefix_token"] == "bos" and eos["prefix_token"] == "eos" and eos["tokens"] == 39
+    assert eos["token_perplexity"] != res["token_perplexity"]  # the first token of the window sees another prefix
+    with pytest.raises(ConfigError, match="--ppl_prefix"):
+        run_perplexity(model, ByteTokenizer(), {}, PerplexitySettings(text_file=str(path), prefix="pad"))
 
 
 # ---- the CLI: every variant, determinism ----------------------------------------------------------

@@ -65,9 +65,9 @@ def suite_perplexity(ctx: EvalContext) -> dict[str, Any]:
     """Token / word perplexity and bits per byte on held-out text (`unified.evals.perplexity`)."""
     o = ctx.options
     default = PerplexitySettings()
-    settings = PerplexitySettings(text_file=o.get("text_file"), dataset=o.get("ppl_dataset"),
-                                  max_tokens=(o["ppl_max_tokens"] or None) if "ppl_max_tokens" in o else default.max_tokens,
-                                  batch_size=o.get("batch_size", 64))
+    max_tokens = (o["ppl_max_tokens"] or None) if "ppl_max_tokens" in o else default.max_tokens  # 0 = all
+    settings = PerplexitySettings(text_file=o.get("text_file"), dataset=o.get("ppl_dataset"), max_tokens=max_tokens,
+                                  batch_size=o.get("batch_size", 64), prefix=o.get("ppl_prefix") or default.prefix)
     ctx.meta_extra["perplexity_settings"] = asdict(settings)
     return run_perplexity(ctx.model, ctx.tokenizer, ctx.checkpoint, settings)
 
@@ -139,5 +139,6 @@ def suite_meta(ctx: EvalContext, sha: str, wall: float) -> dict[str, Any]:
                      size=desc["size"], params=m.num_params(), trainable_params=m.num_params(trainable_only=True),
                      frozen_params=m.num_frozen_params(), model_options=asdict(m.opts),
                      tokenizer=ctx.tokenizer.name, seed=ctx.options.get("seed", 0),
-                     decoding={"strategy": "greedy", "cache": True}, device=str(p.device), dtype=str(p.dtype), threads=torch.get_num_threads(),
+                     decoding={"strategy": "greedy", "cache": True}, device=str(p.device), dtype=str(p.dtype),
+                     threads=torch.get_num_threads(),
                      train_step=ctx.checkpoint.get("step"), wall_time_s=wall, **ctx.meta_extra)

@@ -18,7 +18,7 @@ error or out of memory), and the reason is recorded.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,7 +97,6 @@ class NeedlePrompt:
     needle_start: int  # token index of the needle within `ids`
     haystack_tokens: int  # filler tokens around the needle
     actual_depth: float  # (needle start within the haystack) / haystack_tokens
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class NeedleBuilder:
@@ -218,7 +217,8 @@ def run_needle(model: LanguageModel, tokenizer: Tokenizer, settings: NeedleSetti
         except Exception as exc:  # only "cannot run" errors are recorded; anything else is a bug
             if not _cannot_run(exc):
                 raise
-            skipped[str(length)] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+            first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            skipped[str(length)] = f"{type(exc).__name__}: {first_line}"
             continue
         cells = {}
         for d in depths:

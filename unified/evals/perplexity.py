@@ -10,7 +10,9 @@ never read it).
 Scoring follows lm-eval's rolling log-likelihood: the token stream (documents separated by EOS)
 is cut into disjoint windows of the model's context length C; each window is fed as
 [BOS, t_0 .. t_{C-2}] and predicts [t_0 .. t_{C-1}], so every token is scored exactly once and the
-first token of each window is conditioned on BOS only. EOS separators are context but not scored,
+first token of each window is conditioned on BOS only (`--ppl_prefix eos` conditions it on EOS
+instead, the token that precedes every document in packed training text; the harness's training
+puts BOS only before algorithmic prompts). EOS separators are context but not scored,
 because the byte and word counts cover document text only (for the byte tokenizer tokens then
 equal bytes, and bits per byte = log2 of token perplexity). Metrics (lm-eval conventions):
     token_perplexity = exp(NLL / tokens)      bits_per_byte = NLL / (bytes * ln 2)
@@ -48,6 +50,7 @@ class PerplexitySettings:
     max_tokens: int | None = 1 << 17  # score at most this many tokens (None = all)
     batch_size: int = 64
     max_batch_logits: int = 1 << 26  # batch rows x context x vocab floats of logits at once (256 MiB)
+    prefix: str = "bos"  # token each window is conditioned on: "bos" or "eos"
 
     def validate(self) -> None:
         """Reject impossible values with one clear message."""
@@ -55,6 +58,8 @@ class PerplexitySettings:
             raise ConfigError(f"--ppl_max_tokens must be >= 1, got {self.max_tokens}")
         if self.text_file and self.dataset:
             raise ConfigError("give either --text_file or --ppl_dataset, not both")
+        if self.prefix not in ("bos", "eos"):
+            raise ConfigError(f"--ppl_prefix must be bos or eos, got {self.prefix!r}")
 
 
 @dataclass
@@ -128,7 +133,8 @@ def hub_validation_documents(spec: str, max_tokens: int | None, tokenizer: Token
                 break
     except DataError as exc:
         reason = "the hub cannot be reached and it is not cached" if hub_offline() else str(exc)[:200]
-        raise DataError(f"cannot read --ppl_dataset {spec!r} ({reason}); use --text_file PATH with local text") from None
+        raise DataError(f"cannot read --ppl_dataset {spec!r} ({reason}); "
+                        f"use --text_file PATH with local text") from None
     if not docs:
         raise DataError(f"--ppl_dataset {spec!r} has no validation documents; use --text_file PATH")
     return docs
@@ -191,10 +197,10 @@ def resolve_text(settings: PerplexitySettings, checkpoint: dict[str, Any], token
 
 
 @torch.no_grad()
-def window_nll(model: LanguageModel, ids: np.ndarray, bos_id: int, eos_id: int, context: int,
+def window_nll(model: LanguageModel, ids: np.ndarray, prefix_id: int, eos_id: int, context: int,
                batch_size: int = 64, max_batch_logits: int = 1 << 26) -> list[tuple[float, int]]:
-    """(summed NLL in nats, scored tokens) of each disjoint window of `context` tokens; EOS
-    targets are not scored. Windows of equal length are batched; sums are in float64."""
+    """(summed NLL in nats, scored tokens) of each disjoint window of `context` tokens, each fed
+    after `prefix_id` (BOS); EOS targets are not scored. Windows of equal length are batched; sums are in float64."""
     model.eval()
     device = next(model.parameters()).device
     windows = [ids[s:s + context] for s in range(0, len(ids), context)]
@@ -207,7 +213,7 @@ def window_nll(model: LanguageModel, ids: np.ndarray, bos_id: int, eos_id: int, 
         for b in range(0, len(idx_all), rows):
             idx = idx_all[b:b + rows]
             tgt = torch.from_numpy(np.stack([windows[i] for i in idx]).astype(np.int64)).to(device)
-            inp = torch.cat([torch.full((len(idx), 1), bos_id, dtype=torch.long, device=device), tgt[:, :-1]], dim=1)
+            inp = torch.cat([torch.full((len(idx), 1), prefix_id, dtype=torch.long, device=device), tgt[:, :-1]], dim=1)
             logits = model(inp).logits
             nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                   reduction="none").view(len(idx), length)
@@ -257,13 +263,15 @@ def run_perplexity(model: LanguageModel, tokenizer: Tokenizer, checkpoint: dict[
     """The suite's payload; `available: false` with a reason when there is no held-out text."""
     settings.validate()
     context = int(model.cfg.max_seq_len)
-    base = {"context_len": context, "stderr_method": STDERR_METHOD, "max_tokens": settings.max_tokens}
+    base = {"context_len": context, "prefix_token": settings.prefix, "stderr_method": STDERR_METHOD,
+            "max_tokens": settings.max_tokens}
     text = resolve_text(settings, checkpoint, tokenizer)
     if isinstance(text, str):
         return {"available": False, "reason": text, **base}
     if len(text.ids) == 0:
         raise DataError(f"held-out text {text.name!r} holds no tokens")
-    windows = window_nll(model, text.ids, tokenizer.bos_id, tokenizer.eos_id, context,
+    prefix_id = tokenizer.bos_id if settings.prefix == "bos" else tokenizer.eos_id
+    windows = window_nll(model, text.ids, prefix_id, tokenizer.eos_id, context,
                          settings.batch_size, settings.max_batch_logits)
     return {"available": True, **perplexity_metrics(windows, text.bytes, text.words),
             "source": {"kind": text.kind, "name": text.name, "documents": text.documents,
