@@ -84,7 +84,7 @@ def _gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Te
     H = h.shape[1]
     rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
     n = torch.tanh(torch.addcmul(gi[:, 2 * H:], rz[:, :H], gh[:, 2 * H:]))
-    return torch.lerp(n, h, rz[:, H:])
+    return torch.lerp(n, h.to(n.dtype), rz[:, H:].to(n.dtype))  # autocast may mix bf16 and fp32
 
 
 def hierarchical_scan(xn: torch.Tensor, low: torch.Tensor, high: torch.Tensor,

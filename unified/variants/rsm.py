@@ -102,7 +102,8 @@ class GatedUpdate(nn.Module):
         u = F.rms_norm(u, (u.shape[-1],))
         g, c = self.lin(torch.cat((m, u), dim=-1)).chunk(2, dim=-1)
         gate = torch.sigmoid(g)
-        return torch.lerp(mem, torch.tanh(c), gate), gate
+        # under autocast c and gate may be bf16 while the memory stays fp32
+        return torch.lerp(mem, torch.tanh(c).to(mem.dtype), gate.to(mem.dtype)), gate
 
 
 class MemoryWriter(nn.Module):
@@ -126,18 +127,11 @@ class MemoryWriter(nn.Module):
         return self.update(mem, m, u.transpose(1, 2).reshape(mem.shape))
 
 
-class GlobalSync(nn.Module):
+class GlobalSync(MemoryWriter):
     """Every `sync_every` chunks: the slots of all layers attend (no mask; the chunk is finished)
     to [all layers' slots; the top layer's outputs of the chunk] and are gated towards the
-    result. Lets low layers' memory see what the top layer computed, and layers share slots."""
-
-    def __init__(self, d: int, n_heads: int, eps: float, gate_bias: float):
-        super().__init__()
-        self.n_heads = n_heads
-        self.norm_m, self.norm_x = rms_norm(d, eps), rms_norm(d, eps)
-        self.q = nn.Linear(d, d, bias=False)
-        self.kv = nn.Linear(d, 2 * d, bias=False)
-        self.update = GatedUpdate(d, gate_bias)
+    result. Lets low layers' memory see what the top layer computed, and layers share slots.
+    Same weights as a `MemoryWriter`; only what the slots read differs."""
 
     def forward(self, mems: list[torch.Tensor], x_top: torch.Tensor) -> list[torch.Tensor]:
         z = torch.cat(mems, dim=1)  # (B, L*S, d)
