@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from unified.perf import FP32_LEVEL_TOL  # noqa: E402
+from unified.perf import FP32_LEVEL_TOL, small_matmul_precision  # noqa: E402
 
 # Bench rows: name -> (registered variant, overrides). Every registered variant is a row under its
 # own name; reservoir's two modes are separate rows (tanh is sequential, linear parallel in time).
@@ -41,9 +41,32 @@ def row_spec(name: str) -> tuple[str, dict[str, Any]]:
     return EXTRA_ROWS.get(name, (name, {}))
 
 
-def rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_kib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> float | None:
+    """Reset this process's peak-RSS high-water mark (Linux: write 5 to /proc/self/clear_refs);
+    returns the current RSS in MiB (None where that is not possible)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    rss = _status_kib("VmRSS")
+    return None if rss is None else rss / 1024
+
+
+def peak_rss() -> float:
+    """Peak RSS in MiB: the high-water mark VmHWM (since the last `reset_peak_rss`), else
+    ru_maxrss (since the process started)."""
+    hwm = _status_kib("VmHWM")
+    return hwm / 1024 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---- the peak ------------------------------------------------------------------------------------
@@ -160,7 +183,8 @@ def top_ops(fn: Callable[[], None], n: int = 12) -> list[dict[str, Any]]:
 @torch.no_grad()
 def prefill_and_decode(model, batch: int, prompt_len: int, new_tokens: int) -> tuple[float, float]:
     """(prefill tokens/s, cached decoding tokens/s) at `batch`: one forward pass over a
-    `prompt_len`-token prompt with a fresh cache, then `new_tokens` greedy steps through it."""
+    `prompt_len`-token prompt with a fresh cache, then `new_tokens` greedy steps through it (under
+    `small_matmul_precision`, like the harness's `generate`)."""
     model.eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, min(256, model.cfg.vocab_size), (batch, prompt_len), generator=g)
@@ -170,9 +194,10 @@ def prefill_and_decode(model, batch: int, prompt_len: int, new_tokens: int) -> t
     prefill = batch * prompt_len / (time.perf_counter() - t0)
     tok = out.logits[:, -1].argmax(-1, keepdim=True)
     t0 = time.perf_counter()
-    for _ in range(new_tokens):
-        out = model(tok, cache=out.cache)
-        tok = out.logits[:, -1].argmax(-1, keepdim=True)
+    with small_matmul_precision("cpu"):  # as `unified.decoding.generate` does
+        for _ in range(new_tokens):
+            out = model(tok, cache=out.cache)
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
     return prefill, batch * new_tokens / (time.perf_counter() - t0)
 
 
@@ -229,38 +254,54 @@ def loop_share(row: str, model, batch: int, seq_len: int, dtype: str, steps: int
     return max(0.0, 1.0 - t / full_step_s)
 
 
-def run_case(spec: dict[str, Any]) -> dict[str, Any]:
-    """Every measurement of one (row, size, dtype) case, as a JSON-ready dict. `spec` holds the
-    run's settings (see `bench/run.py`)."""
+def run_cases(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every measurement of one (row, size) for each dtype in spec["dtypes"], as JSON-ready dicts.
+    The model is built once (frozen reservoirs take minutes to draw at nano); the peak RSS of each
+    dtype is measured on its own by resetting the process's high-water mark between them.
+    Decoding, prefill, the loop share and the cache ratio are measured in the first dtype only."""
     from unified.perf import set_matmul_precision
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     choice = set_matmul_precision(spec["matmul_precision"])
-    rss0 = rss_mib()
-    row, size, dtype, B, T = spec["row"], spec["size"], spec["dtype"], spec["batch"], spec["seq_len"]
-    res: dict[str, Any] = {"row": row, "size": size, "dtype": dtype, "threads": torch.get_num_threads(),
-                           "matmul_precision": choice.setting, "load_start": os.getloadavg()[0]}
-    t0 = time.perf_counter()
+    row, size, T = spec["row"], spec["size"], spec["seq_len"]
+    load0, t0 = os.getloadavg()[0], time.perf_counter()
     model = build(row, size, T)
-    res["build_s"] = time.perf_counter() - t0
-    res["params"], res["trainable_params"] = model.num_params(), model.num_params(trainable_only=True)
-    res["flops_per_token"] = float(model.flops_per_token(T))
-    res["flops_formula"] = inspect.getdoc(type(model).flops_per_token) or ""
+    common: dict[str, Any] = {"row": row, "size": size, "threads": torch.get_num_threads(),
+                              "matmul_precision": choice.setting, "build_s": time.perf_counter() - t0,
+                              "params": model.num_params(), "trainable_params": model.num_params(trainable_only=True),
+                              "flops_per_token": float(model.flops_per_token(T)),
+                              "flops_formula": inspect.getdoc(type(model).flops_per_token) or ""}
+    out = []
+    for i, dtype in enumerate(spec["dtypes"]):
+        rss_before = reset_peak_rss()
+        res = {**common, "dtype": dtype, "load_start": load0 if i == 0 else os.getloadavg()[0],
+               "rss_before_mib": rss_before}
+        try:
+            _measure_dtype(res, model, spec, dtype, first=i == 0)
+        except Exception as exc:  # one failing dtype (e.g. a variant without bf16 autocast) keeps the rest
+            res = {k: v for k, v in res.items() if k in common or k in ("dtype", "load_start")}
+            res["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        res["peak_rss_mib"], res["peak_rss_scope"] = peak_rss(), "case" if rss_before is not None else "process"
+        res["load_end"] = os.getloadavg()[0]
+        out.append(res)
+    return out
+
+
+def _measure_dtype(res: dict[str, Any], model, spec: dict[str, Any], dtype: str, first: bool) -> None:
+    """Training speed in `dtype` (and, for the first dtype, decoding, loop share, cache ratio) into `res`."""
+    row, B, T = spec["row"], spec["batch"], spec["seq_len"]
     tr = train_step_times(model, B, T, dtype, spec["warmup"], spec["steps"], spec.get("compile", False),
                           spec.get("profile", False))
     res.update(tr)
     res["train_tok_s"] = B * T / tr["median_step_s"]
-    share = loop_share(row, model, B, T, dtype, max(2, spec["steps"] // 2), tr["median_step_s"]) \
-        if spec.get("loop_share", True) else None
-    if share is not None:
-        res["loop_share"] = share
-    if spec.get("decode", True):
-        res["prefill_tok_s"], _ = prefill_and_decode(model, B, T, 0)
-        _, res["decode_b1_tok_s"] = prefill_and_decode(model, 1, spec["prompt_len"], spec["decode_tokens"])
-        _, res["decode_b32_tok_s"] = prefill_and_decode(model, 32, spec["prompt_len"], spec["decode_tokens"])
-    if spec.get("cache_ratio"):
-        res["cache"] = cache_ratio(model, spec["cache_prompt"], spec["cache_new"])
-    res["peak_rss_mib"], res["rss_after_import_mib"] = rss_mib(), rss0
-    res["load_end"] = os.getloadavg()[0]
-    return res
+    if first:
+        share = loop_share(row, model, B, T, dtype, max(2, spec["steps"] // 2), tr["median_step_s"])
+        if share is not None:
+            res["loop_share"] = share
+        if spec.get("decode", True):
+            res["prefill_tok_s"], _ = prefill_and_decode(model, B, T, 0)
+            _, res["decode_b1_tok_s"] = prefill_and_decode(model, 1, spec["prompt_len"], spec["decode_tokens"])
+            _, res["decode_b32_tok_s"] = prefill_and_decode(model, 32, spec["prompt_len"], spec["decode_tokens"])
+        if spec.get("cache_ratio"):
+            res["cache"] = cache_ratio(model, spec["cache_prompt"], spec["cache_new"])

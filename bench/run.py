@@ -10,8 +10,9 @@ Writes `--out` (markdown, default bench/RESULTS.md) and the same data as JSON be
 - Peak: best GFLOP/s of square float32 / bf16 matmuls (n = 1024, 1536, 2048, best of several) under
   each float32 matmul precision; the float32 peak is the fastest setting whose relative error vs
   float64 stays at float32 level (see `unified.perf`), the bf16 peak is plain bf16 matmuls.
-- Each (row, size, dtype) case runs in its own process (`--threads` intra-op threads, set with
-  `torch.set_num_threads`), so its peak RSS (ru_maxrss) is its own. Training = the Trainer's step
+- Each (row, size) runs in its own process (`--threads` intra-op threads, set with
+  `torch.set_num_threads`); the model is built once and each dtype's peak RSS is its own (the
+  high-water mark VmHWM is reset between dtypes). Training = the Trainer's step
   (autocast forward, backward, clip, AdamW) at `--batch` x `--seq_len`, median of `--steps` steps
   after `--warmup`; MFU = model.flops_per_token(seq_len) x tokens/s / peak of that dtype.
 - Prefill (batch x seq_len prompt with a fresh cache) and cached greedy decoding (batch 1 and 32,
@@ -21,8 +22,11 @@ Writes `--out` (markdown, default bench/RESULTS.md) and the same data as JSON be
   `--cache_new` tokens) at `--cache_size`.
 - Sequential rows (reservoir in tanh mode, hrnn) also report the share of the training step spent
   in their per-token loop (step time with the loop replaced by an elementwise stand-in).
-The load average is recorded at start and end; timings on a loaded machine are not comparable
-(threads stall), so the report warns when the 1-minute load exceeds `--max_load`.
+Timings on a loaded machine are not comparable (threads stall), so the CPU time other processes
+used during each case is recorded (/proc/stat busy time minus this run's own CPU time); a case
+taken while they used more than `--max_others` cores is measured again after waiting for quiet
+(`--retries`, `--wait_quiet`), and the report warns when that never helped or when the 1-minute
+load average exceeded `--max_load` at the start.
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,22 +103,72 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model for the training steps")
     p.add_argument("--profile", action="store_true", help="record the top ops of one training step per case")
     p.add_argument("--peak_reps", type=int, default=5, help="repetitions per matmul size for the peak")
-    p.add_argument("--max_load", type=float, default=1.5, help="warn when the 1-minute load average exceeds this")
+    p.add_argument("--max_load", type=float, default=1.5,
+                   help="warn when the 1-minute load average exceeds this before the run starts")
+    p.add_argument("--max_others", type=float, default=0.25,
+                   help="a case during which other processes used more than this many cores (on average) is "
+                        "measured again after waiting for quiet, and marked if it never gets quiet")
+    p.add_argument("--retries", type=int, default=2, help="re-measurements of a case taken under load (0 = none)")
+    p.add_argument("--wait_quiet", type=float, default=180.0,
+                   help="with --retries: at most this many seconds to wait for quiet before each attempt")
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="markdown report; JSON written beside it")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="only rewrite --out from a saved results JSON (no measurement)")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     return p
 
 
-def run_subprocess_case(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one case in a fresh interpreter; its JSON result, or an error entry."""
+def run_subprocess_cases(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the cases of one (row, size) in a fresh interpreter; their JSON results, or error entries."""
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
     r = subprocess.run([sys.executable, __file__, "--case", json.dumps(spec)], capture_output=True, text=True,
                        env=env)
-    lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    lines = [x for x in r.stdout.splitlines() if x.startswith("[")]
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"row": spec["row"], "size": spec["size"], "dtype": spec["dtype"], "error": tail[:200]}
+        return [{"row": spec["row"], "size": spec["size"], "dtype": d, "error": tail[:200]} for d in spec["dtypes"]]
     return json.loads(lines[-1])
+
+
+def cpu_seconds() -> tuple[float, float, float]:
+    """(busy CPU seconds of the whole machine, steal seconds, CPU seconds of this process and its
+    finished children), all since boot / start; differences over a case give the CPU time that
+    other processes used meanwhile (Linux /proc/stat; zeros elsewhere)."""
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0, own
+    hz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq) / hz, steal / hz, own
+
+
+def others_cores_now(window_s: float = 3.0) -> float:
+    """Cores used by other processes over the next `window_s` seconds (this process idles)."""
+    busy0, _, own0 = cpu_seconds()
+    time.sleep(window_s)
+    busy1, _, own1 = cpu_seconds()
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / window_s
+
+
+def wait_until_quiet(max_others: float, limit_s: float) -> float:
+    """Sleep until other processes use at most `max_others` cores (or `limit_s` passed); seconds waited."""
+    t0 = time.perf_counter()
+    while others_cores_now() > max_others and time.perf_counter() - t0 < limit_s:
+        time.sleep(7.0)
+    return time.perf_counter() - t0
+
+
+def run_and_watch(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], float, float]:
+    """Run one (row, size) subprocess; (results, cores used by other processes meanwhile, steal cores)."""
+    busy0, steal0, own0 = cpu_seconds()
+    t0 = time.perf_counter()
+    cases = run_subprocess_cases(spec)
+    busy1, steal1, own1 = cpu_seconds()
+    wall = time.perf_counter() - t0
+    return cases, max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, (steal1 - steal0) / wall
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -171,13 +227,13 @@ def fmt(x: Any, digits: int = 0) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The RESULTS.md text of a report."""
     m, peak, a = report["machine"], report["peak"], report["args"]
-    loads = [report["load_start"], report["load_end"]] + [r.get("load_start", 0.0) for r in report["rows"]]
     lines = ["# Benchmark results", "",
              f"`python bench/run.py {report['argv']}` on {report['date']}.", ""]
     if report["loaded"]:
-        lines += [f"> **WARNING: taken under load** (1-minute load average up to {max(loads):.2f} on "
-                  f"{m['logical_cpus']} CPUs, threshold {a['max_load']}). Other processes shared the cores, so "
-                  "absolute speeds are low and noisy; ratios within one case are more reliable than across cases.", ""]
+        lines += [f"> **WARNING: taken under load**: 1-minute load average {report['load_start']:.2f} at the start "
+                  f"(threshold {a['max_load']}), other processes used up to {report.get('max_others_cores', float('nan')):.2f} "
+                  f"of {m['logical_cpus']} cores during a case (threshold {a.get('max_others', 0.25)}). Shared cores make absolute "
+                  "speeds low and noisy (threads stall); see the `others` column per row.", ""]
     lines += ["## Machine", "",
               f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; AVX-512 {m['avx512f']}, AVX-512 bf16 "
               f"{m['avx512_bf16']}, AMX {m['amx_bf16']}; torch {m['torch']}, Python {m['python']}",
@@ -185,8 +241,10 @@ def markdown(report: dict[str, Any]) -> str:
               f"- float32 matmul precision for the model runs: `{report['precision']['setting']}` "
               f"(requested `{report['precision']['requested']}`, relative error vs float64 "
               f"{report['precision']['error']:.1e})",
-              f"- load average (1 min): {report['load_start']:.2f} at start, {report['load_end']:.2f} at end, "
-              f"max {max(loads):.2f} at case starts",
+              f"- load average (1 min): {report['load_start']:.2f} before the run, {report['load_end']:.2f} at its end "
+              f"(the run's own threads count in it); CPU used by other processes during a case: at most "
+              f"{report.get('max_others_cores', float('nan')):.2f} cores (`others` column: /proc/stat busy time minus "
+              "this run's own CPU time, per case)",
               f"- training: batch {a['batch']} x seq {a['seq_len']}, median of {a['steps']} steps after {a['warmup']} "
               f"warm-up steps{' (torch.compile)' if a['compile'] else ''}; decoding: {a['decode_tokens']} cached "
               f"steps after a {a['prompt_len']}-token prompt; prefill: batch {a['batch']} x {a['seq_len']}", "",
@@ -210,7 +268,7 @@ def markdown(report: dict[str, Any]) -> str:
                       "GFLOP/s": fmt(r["achieved_gflops"], 1), "MFU": f"{r['mfu']:.1%}",
                       "prefill tok/s": fmt(r.get("prefill_tok_s")), "decode b1 tok/s": fmt(r.get("decode_b1_tok_s")),
                       "decode b32 tok/s": fmt(r.get("decode_b32_tok_s")), "peak RSS MiB": fmt(r["peak_rss_mib"]),
-                      "load": f"{r['load_start']:.1f}"})
+                      "others": fmt(r.get("others_cores"), 2)})
     lines += [pd.DataFrame(table).fillna("").to_markdown(index=False), ""]
     seq = [r for r in report["rows"] if "loop_share" in r]
     if seq:
@@ -248,7 +306,12 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.case is not None:  # child process: one case
-        print(json.dumps(measure.run_case(json.loads(args.case))))
+        print(json.dumps(measure.run_cases(json.loads(args.case))))
+        return 0
+    if args.render is not None:
+        report = json.loads(Path(args.render).read_text())
+        Path(args.out).write_text(markdown(report))
+        print(f"wrote {args.out}")
         return 0
     for name in ("batch", "seq_len", "steps", "threads", "prompt_len", "decode_tokens", "peak_reps"):
         if getattr(args, name) < 1:
@@ -271,33 +334,44 @@ def main(argv: list[str] | None = None) -> int:
     results, formulas = [], {}
     for size in sizes:
         for row in rows:
-            for i, dtype in enumerate(dtypes):
-                spec = {"row": row, "size": size, "dtype": dtype, "threads": args.threads,
-                        "matmul_precision": args.matmul_precision, "batch": args.batch, "seq_len": args.seq_len,
-                        "warmup": args.warmup, "steps": args.steps, "prompt_len": args.prompt_len,
-                        "decode_tokens": args.decode_tokens, "decode": not args.no_decode and dtype == dtypes[0],
-                        "cache_ratio": size == args.cache_size and i == 0, "cache_prompt": args.cache_prompt,
-                        "cache_new": args.cache_new, "compile": args.compile, "profile": args.profile}
-                res = run_subprocess_case(spec)
+            spec = {"row": row, "size": size, "dtypes": dtypes, "threads": args.threads,
+                    "matmul_precision": args.matmul_precision, "batch": args.batch, "seq_len": args.seq_len,
+                    "warmup": args.warmup, "steps": args.steps, "prompt_len": args.prompt_len,
+                    "decode_tokens": args.decode_tokens, "decode": not args.no_decode,
+                    "cache_ratio": size == args.cache_size, "cache_prompt": args.cache_prompt,
+                    "cache_new": args.cache_new, "compile": args.compile, "profile": args.profile}
+            waited = 0.0
+            for attempt in range(args.retries + 1):
+                waited += wait_until_quiet(args.max_others, args.wait_quiet) if attempt else 0.0
+                cases, others, steal = run_and_watch(spec)
+                if others <= args.max_others:
+                    break
+                print(f"{row} {size}: other processes used {others:.2f} cores during the case; "
+                      f"{'measuring again' if attempt < args.retries else 'keeping it (marked)'}", file=sys.stderr)
+            for res in cases:
+                res["others_cores"], res["steal_cores"], res["attempts"] = others, steal, attempt + 1
+                res["waited_for_quiet_s"] = waited
                 if "flops_formula" in res:
                     formulas.setdefault(row, res.pop("flops_formula"))
                 results.append(res)
                 brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()
-                         if k in ("row", "size", "dtype", "train_tok_s", "error", "load_start")}
+                         if k in ("row", "size", "dtype", "train_tok_s", "error", "load_start", "build_s", "others_cores")}
                 print(brief, file=sys.stderr, flush=True)
     add_mfu(results, peak)
     load_end = os.getloadavg()[0]
-    loads = [load_start, load_end] + [r.get("load_start", 0.0) for r in results]
+    others = max((r.get("others_cores", 0.0) for r in results), default=0.0)
     report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "argv": " ".join(sys.argv[1:] if argv is None else argv),
               "args": vars(args), "machine": machine_info(args.threads), "precision": precision.to_dict(),
-              "load_start": load_start, "load_end": load_end, "loaded": max(loads) > args.max_load,
+              "load_start": load_start, "load_end": load_end, "max_others_cores": others,
+              "loaded": load_start > args.max_load or others > args.max_others,
               "peak": peak, "rows": results, "targets": check_targets(results), "formulas": formulas}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(report))
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     if report["loaded"]:
-        print(f"WARNING: taken under load (1-minute load average up to {max(loads):.2f}); see {out}", file=sys.stderr)
+        print(f"WARNING: taken under load (1-minute load average {load_start:.2f} at start; other processes used up "
+              f"to {others:.2f} cores during a case); see {out}", file=sys.stderr)
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 

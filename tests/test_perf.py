@@ -1,5 +1,5 @@
-"""Speed paths (unified.perf, the fused QKV + RoPE in unified.layers) and the benchmark's
-report logic (bench/run.py, bench/measure.py) on tiny inputs."""
+"""Speed paths (unified.perf, cached RoPE tables in unified.layers) and the benchmark's
+measurement and report logic (bench/run.py, bench/measure.py) on tiny inputs."""
 from __future__ import annotations
 
 import sys
@@ -10,41 +10,9 @@ import torch
 
 from unified import perf
 from unified.errors import UnknownNameError
-from unified.layers import apply_rope, cached_rope_tables, qkv_rope, rope_tables
+from unified.layers import cached_rope_tables, rope_tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-
-def reference_qkv_rope(qkv, cos, sin, H, Hkv, D):
-    """The unfused path: split, view into heads, `apply_rope` on q and k."""
-    B, T, _ = qkv.shape
-    q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
-    q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))
-    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
-
-
-@pytest.mark.parametrize("H,Hkv", [(4, 4), (4, 2)])
-def test_qkv_rope_matches_reference_and_gradcheck(H: int, Hkv: int) -> None:
-    D, B, T, start = 8, 2, 5, 3
-    g = torch.Generator().manual_seed(0)
-    qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g)
-    cos, sin = rope_tables(torch.arange(start, start + T), D, 10000.0)
-    for got, want in zip(qkv_rope(qkv, cos, sin, H, Hkv, D), reference_qkv_rope(qkv, cos, sin, H, Hkv, D)):
-        assert got.shape == want.shape
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
-    x = qkv.double().requires_grad_()
-    c, s = cos.double(), sin.double()
-    assert torch.autograd.gradcheck(lambda t: qkv_rope(t, c, s, H, Hkv, D), (x,))
-    # an unused output (None gradient) gets a zero gradient
-    assert torch.autograd.gradcheck(lambda t: qkv_rope(t, c, s, H, Hkv, D)[1].square().sum(), (x,))
-
-
-def test_qkv_rope_bf16_matches_reference() -> None:
-    qkv = torch.randn(2, 6, 3 * 4 * 8).bfloat16()
-    cos, sin = rope_tables(torch.arange(6), 8, 10000.0)
-    for got, want in zip(qkv_rope(qkv, cos, sin, 4, 4, 8), reference_qkv_rope(qkv, cos, sin, 4, 4, 8)):
-        assert got.dtype == torch.bfloat16
-        torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=1e-2)
 
 
 def test_cached_rope_tables_slice_the_same_values() -> None:
@@ -75,6 +43,22 @@ def test_auto_precision_takes_medium_only_at_fp32_level_error(monkeypatch) -> No
         torch.set_float32_matmul_precision(before)
 
 
+def test_small_matmul_precision_restores_the_setting() -> None:
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with perf.small_matmul_precision("cpu"):
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "medium"
+        with pytest.raises(RuntimeError), perf.small_matmul_precision("cpu"):
+            raise RuntimeError("restored on errors too")
+        assert torch.get_float32_matmul_precision() == "medium"
+        with perf.small_matmul_precision("meta"):  # not a CPU device: left alone
+            assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_matmul_error_is_fp32_level_under_highest() -> None:
     assert perf.matmul_error("highest") < perf.FP32_LEVEL_TOL
 
@@ -85,13 +69,14 @@ def test_bench_case_and_report() -> None:
 
     before = torch.get_float32_matmul_precision()
     try:
-        spec = {"row": "baseline", "size": "pico", "dtype": "fp32", "threads": 1, "matmul_precision": "highest",
-                "batch": 2, "seq_len": 16, "warmup": 1, "steps": 2, "prompt_len": 8, "decode_tokens": 3,
-                "cache_ratio": True, "cache_prompt": 8, "cache_new": 4}
-        res = measure.run_case(spec)
+        spec = {"row": "baseline", "size": "pico", "dtypes": ["fp32", "bf16"], "threads": 1,
+                "matmul_precision": "highest", "batch": 2, "seq_len": 16, "warmup": 1, "steps": 2, "prompt_len": 8,
+                "decode_tokens": 3, "cache_ratio": True, "cache_prompt": 8, "cache_new": 4}
+        res, res_bf16 = measure.run_cases(spec)
     finally:
         torch.set_float32_matmul_precision(before)
     assert res["train_tok_s"] > 0 and len(res["step_s"]) == 2 and res["peak_rss_mib"] > 0
+    assert res_bf16["dtype"] == "bf16" and res_bf16["train_tok_s"] > 0 and "decode_b1_tok_s" not in res_bf16
     assert res["decode_b1_tok_s"] > 0 and res["decode_b32_tok_s"] > 0 and res["prefill_tok_s"] > 0
     assert res["cache"]["same_tokens"] == 1.0 and "6 N_trainable" in res.pop("flops_formula")
     peak = {"fp32_gflops": 100.0, "bf16_gflops": 200.0}
@@ -106,3 +91,22 @@ def test_bench_case_and_report() -> None:
     assert any(t.startswith("baseline pico cached decoding") for t in targets)
     with pytest.raises(UnknownNameError):
         run.split_list("baseline,nope", ["baseline"], "bench row")
+
+
+def test_tanh_reservoir_casts_its_frozen_matrix_once_under_bf16_autocast(monkeypatch) -> None:
+    """The per-step addmm gets W already in bf16 (no per-position cast); results match fp32 loosely."""
+    import unified.variants.reservoir as reservoir
+    from conftest import tiny_model
+
+    model = tiny_model("reservoir")
+    seen = []
+    original = reservoir.tanh_scan
+    monkeypatch.setattr(reservoir, "tanh_scan", lambda pre, h, w, leak: seen.append(w.dtype) or original(pre, h, w, leak))
+    ids = torch.randint(0, 61, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(ids[:, :-1], targets=ids[:, 1:]).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(ids[:, :-1], targets=ids[:, 1:]).loss
+    loss.backward()
+    assert seen[0] == torch.float32 and set(seen[len(seen) // 2:]) == {torch.bfloat16}
+    assert abs(loss.item() - ref.item()) < 0.05

@@ -56,75 +56,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.to(x.dtype)
 
 
-def _rotate_into(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, sign: float) -> None:
-    """out = x with channel pairs (i, i + D/2) rotated by +angle (sign 1) or -angle (sign -1),
-    written in place (x, out: (..., D); cos, sin broadcast to (..., D/2)). Computed in float32 at
-    least, like `apply_rope`."""
-    h = x.shape[-1] // 2
-    x1, x2, o1, o2 = x[..., :h], x[..., h:], out[..., :h], out[..., h:]
-    work = torch.promote_types(x.dtype, torch.float32)
-    if x.dtype == work and out.dtype == work and cos.dtype == work:
-        torch.mul(x1, cos, out=o1)
-        o1.addcmul_(x2, sin, value=-sign)
-        torch.mul(x2, cos, out=o2)
-        o2.addcmul_(x1, sin, value=sign)
-    else:
-        a, b = x1.to(work), x2.to(work)
-        o1.copy_(a * cos - sign * b * sin)
-        o2.copy_(b * cos + sign * a * sin)
-
-
-class _QKVRope(torch.autograd.Function):
-    """Fused QKV output (B, T, (H + 2 Hkv) D) -> RoPE-rotated q (B, H, T, D), k (B, Hkv, T, D)
-    and v (B, Hkv, T, D), all views of one buffer. Replaces split + two `apply_rope` calls (each
-    a float copy, four products and a cat) and, in the backward pass, their cats: the gradient of
-    the QKV output is written in one buffer with the inverse rotation."""
-
-    @staticmethod
-    def forward(ctx, qkv, cos, sin, n_heads: int, n_kv_heads: int, head_dim: int):
-        B, T, _ = qkv.shape
-        H, R = n_heads, n_heads + n_kv_heads  # R: heads that are rotated (q and k)
-        x = qkv.view(B, T, R + n_kv_heads, head_dim)
-        out = qkv.new_empty(B, R + n_kv_heads, T, head_dim)
-        o = out.transpose(1, 2)
-        _rotate_into(x[:, :, :R], cos[:, None], sin[:, None], o[:, :, :R], 1.0)
-        o[:, :, R:].copy_(x[:, :, R:])
-        ctx.save_for_backward(cos, sin)
-        ctx.dims = (n_heads, n_kv_heads, head_dim)
-        return out[:, :H], out[:, H:R], out[:, R:]
-
-    @staticmethod
-    def backward(ctx, gq, gk, gv):
-        cos, sin = ctx.saved_tensors
-        H, Hkv, D = ctx.dims
-        ref = next(g for g in (gq, gk, gv) if g is not None)
-        B, T = ref.shape[0], ref.shape[2]
-        grad = ref.new_empty(B, T, H + 2 * Hkv, D)
-        parts = ((gq, 0, H, True), (gk, H, H + Hkv, True), (gv, H + Hkv, H + 2 * Hkv, False))
-        for g, lo, hi, rotated in parts:
-            dst = grad[:, :, lo:hi]
-            if g is None:
-                dst.zero_()
-            elif rotated:
-                _rotate_into(g.transpose(1, 2), cos[:, None], sin[:, None], dst, -1.0)
-            else:
-                dst.copy_(g.transpose(1, 2))
-        return grad.view(B, T, -1), None, None, None, None, None
-
-
-def qkv_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int, n_kv_heads: int,
-             head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split a fused QKV projection (B, T, (H + 2 Hkv) D) into heads and apply RoPE to q and k:
-    returns q (B, H, T, D), k, v (B, Hkv, T, D). Same values as split + `apply_rope`, fewer copies.
-    Under torch.compile the plain ops are traced instead (inductor fuses them itself)."""
-    if torch.compiler.is_compiling():
-        B, T, _ = qkv.shape
-        q, k, v = qkv.view(B, T, n_heads + 2 * n_kv_heads, head_dim).transpose(1, 2).split(
-            [n_heads, n_kv_heads, n_kv_heads], dim=1)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
-    return _QKVRope.apply(qkv, cos, sin, n_heads, n_kv_heads, head_dim)
-
-
 class KVCache:
     """Keys and values of past positions for a stack of attention layers.
 
@@ -183,17 +114,15 @@ class CausalSelfAttention(nn.Module):
                 pos: int | None = None) -> torch.Tensor:
         """x: (B, T, d). With a cache, x holds the positions after those already cached."""
         B, T, _ = x.shape
-        qkv = self.qkv(x)
+        q, k, v = self.qkv(x).split(
+            [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         start = (cache.lengths[layer] if cache is not None else 0) if pos is None else pos
         if self.use_rope:
             cos, sin = cached_rope_tables(start, T, self.head_dim, self.rope_base, x.device)
-            q, k, v = qkv_rope(qkv, cos, sin, self.n_heads, self.n_kv_heads, self.head_dim)
-        else:
-            q, k, v = qkv.split([self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim,
-                                 self.n_kv_heads * self.head_dim], dim=-1)
-            q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.append(layer, k, v)
         y = attend(q, k, v, q_start=start, window=self.window,

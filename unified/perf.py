@@ -11,8 +11,9 @@ runs and benchmarks can record them.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -74,3 +75,23 @@ def set_matmul_precision(choice: str = "auto", device: torch.device | str = "cpu
     error = medium_error if setting == "medium" and medium_error is not None else matmul_error(setting, device)
     torch.set_float32_matmul_precision(setting)
     return PrecisionChoice(requested=choice, setting=setting, error=error, medium_error=medium_error)
+
+
+@contextlib.contextmanager
+def small_matmul_precision(device: torch.device | str) -> Iterator[None]:
+    """Run the block with the default ("highest") float32 matmul path on CPU devices.
+
+    Decoding multiplies small matrices (one token per sequence, a growing KV cache); under
+    "medium" oneDNN handles every float32 product, and for such shapes its per-call overhead
+    (packing the weights each call) makes cached decoding ~2x slower than the default path,
+    while large training / prefill products gain. Both paths have float32-level error. No effect
+    on other devices (on CUDA the setting means TF32, which `auto` never picks)."""
+    before = torch.get_float32_matmul_precision()
+    if torch.device(device).type != "cpu" or before == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)

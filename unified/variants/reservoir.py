@@ -227,7 +227,11 @@ class TanhReservoir(nn.Module):
         h0 = h0.to(u.dtype)
         if u.is_cuda and opts.leak_rate == 1.0:
             return fused_rnn_tanh(u, h0, self.w_in.to(u.dtype), self.w.to(u.dtype))
-        return tanh_scan(F.linear(u, self.w_in.to(u.dtype)), h0, self.w.to(u.dtype), opts.leak_rate)
+        # Under autocast the per-step addmm would cast the frozen W again at every position (and
+        # keep every copy for backward); cast it once. Same values, so results are unchanged.
+        kind = u.device.type
+        w_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else u.dtype
+        return tanh_scan(F.linear(u, self.w_in.to(u.dtype)), h0, self.w.to(w_dtype), opts.leak_rate)
 
     def frozen_matmul_params(self) -> int:
         return self.w_in.numel() + self.w.numel()
