@@ -1,7 +1,8 @@
-"""Measurements behind `bench/run.py`: the machine's matmul peak and one (row, size, dtype) case.
+"""Measurements behind `bench/run.py`: the machine's matmul peak and the cases of one (row, size).
 
 Everything here runs inside one process with an explicit `torch.set_num_threads`; `bench/run.py`
-starts one process per case so that each case's peak resident memory is its own.
+starts one process per (row, size), and `run_cases` resets the peak-RSS high-water mark between
+dtypes so that each case's peak resident memory is its own.
 
 Training step = what `unified.training.Trainer` does per optimizer step with grad_accum 1:
 autocast forward with targets, backward, gradient clipping at 1.0, AdamW (two parameter groups,
@@ -42,6 +43,7 @@ def row_spec(name: str) -> tuple[str, dict[str, Any]]:
 
 
 def _status_kib(field: str) -> float | None:
+    """A field of /proc/self/status in KiB (None where unavailable)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -71,6 +73,7 @@ def peak_rss() -> float:
 
 # ---- the peak ------------------------------------------------------------------------------------
 def _best_gflops(fn: Callable[[], Any], flops: float, reps: int) -> float:
+    """GFLOP/s of the fastest of `reps` timed calls of `fn` after one warm-up call."""
     fn()  # warm-up (first call sets up kernels / packs)
     best = float("inf")
     for _ in range(reps):

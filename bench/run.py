@@ -93,7 +93,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq_len", type=int, default=256)
     p.add_argument("--warmup", type=int, default=2, help="training steps before timing")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
+    p.add_argument("--steps", type=int, default=4, help="timed training steps (median reported)")
     p.add_argument("--prompt_len", type=int, default=256, help="decoding: prompt tokens before the timed steps")
     p.add_argument("--decode_tokens", type=int, default=64, help="decoding: timed cached steps")
     p.add_argument("--cache_size", default="micro", help="size for cached-vs-recomputed decoding ('' = skip)")
