@@ -46,10 +46,16 @@ def choose_next(logits: torch.Tensor, s: DecodeSettings, gen: torch.Generator | 
 
 @dataclass
 class Generation:
-    """Generated ids (EOS excluded) and, for adaptive variants, mean compute steps per prompt."""
+    """Generated ids (EOS excluded), whether each prompt ended with EOS (False: it ran out of
+    `max_new_tokens`), and, for adaptive variants, mean compute steps per prompt: over every
+    position the model ran (prompt and generated tokens, `mean_steps`) and over the answer
+    positions only (`answer_steps`: the positions whose output is a generated token or the EOS,
+    i.e. the last prompt position and each fed-back generated token)."""
 
     tokens: list[list[int]]
     mean_steps: list[float | None]
+    ended: list[bool] | None = None
+    answer_steps: list[float | None] | None = None
 
 
 @torch.no_grad()
@@ -62,6 +68,8 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     gen = torch.Generator(device=device).manual_seed(s.seed) if s.temperature > 0 else None
     tokens: list[list[int]] = [[] for _ in prompts]
     steps: list[float | None] = [None] * len(prompts)
+    ended: list[bool] = [False] * len(prompts)
+    answer_steps: list[float | None] = [None] * len(prompts)
     groups: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         groups[len(p)].append(i)
@@ -69,10 +77,10 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
         idx_all = groups[length]
         for b in range(0, len(idx_all), batch_size):
             idx = idx_all[b:b + batch_size]
-            out, st = _generate_group(model, [prompts[i] for i in idx], eos_id, s, gen, device)
+            out, st, eos, ans = _generate_group(model, [prompts[i] for i in idx], eos_id, s, gen, device)
             for j, i in enumerate(idx):
-                tokens[i], steps[i] = out[j], st[j]
-    return Generation(tokens, steps)
+                tokens[i], steps[i], ended[i], answer_steps[i] = out[j], st[j], eos[j], ans[j]
+    return Generation(tokens, steps, ended, answer_steps)
 
 
 def _generate_group(model, prompts, eos_id, s, gen, device):
@@ -80,30 +88,39 @@ def _generate_group(model, prompts, eos_id, s, gen, device):
     B = ids.shape[0]
     cache = model.init_cache(B)
     out = model(ids, cache=cache)
-    step_sum, step_count = _steps(model, torch.zeros(B), torch.zeros(B), torch.ones(B, dtype=torch.bool))
+    everyone = torch.ones(B, dtype=torch.bool)
+    step_sum, step_count = _steps(model, torch.zeros(B), torch.zeros(B), everyone)
+    ans_sum, ans_count = _steps(model, torch.zeros(B), torch.zeros(B), everyone, last_only=True)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     result: list[list[int]] = [[] for _ in range(B)]
-    for _ in range(s.max_new_tokens):
+    for i in range(s.max_new_tokens):
         nxt = choose_next(out.logits[:, -1], s, gen)
         done |= nxt == eos_id
         for j in range(B):
             if not done[j]:
                 result[j].append(int(nxt[j]))
-        if bool(done.all()):
+        if bool(done.all()) or i == s.max_new_tokens - 1:  # no forward whose output nobody reads
             break
         with small_matmul_precision(device):  # one-token steps: the default fp32 path is faster on CPU
             out = model(nxt[:, None], cache=out.cache)
         step_sum, step_count = _steps(model, step_sum, step_count, ~done.cpu())
-    means = [float(step_sum[j] / step_count[j]) if step_count[j] > 0 else None for j in range(B)]
-    return result, means
+        ans_sum, ans_count = _steps(model, ans_sum, ans_count, ~done.cpu())
+
+    def mean(total, count):
+        return [float(total[j] / count[j]) if count[j] > 0 else None for j in range(B)]
+
+    return result, mean(step_sum, step_count), done.cpu().tolist(), mean(ans_sum, ans_count)
 
 
-def _steps(model, step_sum, step_count, active):
-    """Accumulate per-row compute steps of the last forward (variants that expose `last_steps`)."""
+def _steps(model, step_sum, step_count, active, last_only: bool = False):
+    """Accumulate per-row compute steps of the last forward (variants that expose `last_steps`);
+    `last_only`: only its last position (the one that predicts the next, generated, token)."""
     last = getattr(model, "last_steps", None)
     if last is None:
         return step_sum, step_count
     last = last.detach().float().cpu()
+    if last_only:
+        last = last[:, -1:]
     step_sum = step_sum + last.sum(dim=1) * active
     step_count = step_count + last.shape[1] * active
     return step_sum, step_count

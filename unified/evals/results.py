@@ -1,13 +1,20 @@
 """Results files: `results_<suite>.json` = {"meta": {...}, "<suite>": {...}} (DESIGN contract 4).
 
 The same checkpoint and seed give identical files except the fields named in `VOLATILE_KEYS`
-(timestamps and wall times)."""
+(timestamps and wall times). Results computed with an evaluation-time option that changes the
+model or the grid go to `results_<suite>@<tag>.json` (`options_tag`), never to the as-trained
+file; files are written under a unique temporary name and renamed into place (atomic, and two
+writers never share a temporary file)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import platform
+import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,7 +23,7 @@ import torch
 
 import unified
 
-GRID_VERSION = "1"
+GRID_VERSION = "2"  # 2: distinct stratified cells, strict scoring, floors, relative needle grid
 VOLATILE_KEYS = ("timestamp", "wall_time_s")
 
 
@@ -59,13 +66,63 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def write_results(out_dir: str | Path, suite: str, payload: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write results_<suite>.json (non-finite numbers become null) and return its path."""
-    out = Path(out_dir) / f"results_{suite}.json"
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
+MAX_TAG = 100
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, dict):  # e.g. the OOD grid: {"parity": [16, 32]} -> parity-16-32
+        return "+".join(f"{k}-{_tag_value(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return "-".join(_tag_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def options_tag(options: dict[str, Any]) -> str:
+    """A deterministic, filesystem-safe name for non-default evaluation options, e.g.
+    {"K": 8} -> "K=8", {"limit": 10, "tasks": ["parity"]} -> "limit=10,tasks=parity"; "" for
+    none. Keys are sorted; characters other than letters, digits and ._+=,- become "_"; a tag
+    longer than MAX_TAG characters is cut and ends in a hash of the whole tag (still unique)."""
+    tag = ",".join(f"{k}={_tag_value(v)}" for k, v in sorted(options.items()))
+    tag = _TAG_UNSAFE.sub("_", tag)
+    if len(tag) > MAX_TAG:
+        tag = tag[:MAX_TAG - 11] + "~" + hashlib.sha256(tag.encode()).hexdigest()[:10]
+    return tag
+
+
+def results_name(suite: str, tag: str = "") -> str:
+    """`results_<suite>.json`, or `results_<suite>@<tag>.json` for non-default options."""
+    return f"results_{suite}@{tag}.json" if tag else f"results_{suite}.json"
+
+
+def parse_results_name(name: str) -> tuple[str, str] | None:
+    """(suite, tag) of a results file name, or None when `name` is not one."""
+    m = re.fullmatch(r"results_([A-Za-z0-9_]+?)(?:@(.+))?\.json", name)
+    return (m.group(1), m.group(2) or "") if m else None
+
+
+def write_results(out_dir: str | Path, suite: str, payload: dict[str, Any], meta: dict[str, Any],
+                  tag: str = "") -> Path:
+    """Write results_<suite>[@tag].json (non-finite numbers become null) and return its path.
+
+    The text goes to a fresh temporary file in the same folder (unique name, so concurrent
+    writers never collide), is flushed to disk, and is renamed over the target in one step:
+    a reader sees the old file or the new one, never a mix."""
+    out = Path(out_dir) / results_name(suite, tag)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable({"meta": meta, suite: payload}), indent=2, sort_keys=False) + "\n")
-    tmp.replace(out)
+    text = json.dumps(_jsonable({"meta": meta, suite: payload}), indent=2, sort_keys=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return out
 
 
