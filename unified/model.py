@@ -2,7 +2,8 @@
 base class every variant derives from.
 
 Every variant is the same kind of object (DESIGN contract 1):
-    out = model(input_ids, targets=None, cache=None)  -> LMOutput(logits, loss, aux, cache)
+    out = model(input_ids, targets=None, cache=None)  -> LMOutput(logits, loss, aux, cache,
+                                                              ce_loss, token_ce, aux_loss)
     cache = model.init_cache(batch_size)              # incremental decoding for every variant
     model.num_params(), model.flops_per_token(seq_len), model.state_size(seq_len)
 A variant file defines a `LanguageModel` subclass and registers it with `@register_variant`.
@@ -26,13 +27,32 @@ from unified.layers import init_weights, rms_norm
 
 @dataclass
 class LMOutput:
-    """What every forward pass returns. `loss` = next-token cross-entropy + auxiliary losses;
-    `aux` holds named scalar tensors for logging (ponder cost, mean halting steps ...)."""
+    """What every forward pass returns. With targets: `ce_loss` is the next-token cross-entropy
+    per supervised token (targets != -100; NaN when there are none), `token_ce` the (B, T)
+    float32 cross-entropy of each position (0 where unsupervised, so sums over rows or ranks
+    need no second pass over the logits), `aux_loss` the variant's auxiliary loss (e.g. ACT's
+    ponder cost; None for variants without one) and `loss = ce_loss + aux_loss`, the training
+    objective. Metrics that claim to be a language-model loss (validation loss, bits per byte)
+    must read `ce_loss`/`token_ce`, never `loss`. `aux` holds named scalar tensors for logging
+    (ponder cost, mean halting steps ...; a detached copy of `aux_loss` as "aux_loss")."""
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
     cache: Any = None
+    ce_loss: torch.Tensor | None = None
+    token_ce: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+
+
+IGNORE_INDEX = -100  # unsupervised targets (prompt, padding): PyTorch's default, = unified.data.IGNORE
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of every position, (B, T) in float32, 0 where the target is
+    IGNORE_INDEX. Summed and divided by the supervised count it is the mean `ce_loss`."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+    return ce.view(targets.shape)
 
 
 @dataclass
@@ -87,20 +107,49 @@ class LanguageModel(nn.Module):
             raise ConfigError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
         out = self.body(input_ids, cache)
         logits = self.lm_head(self.norm_f(out.hidden))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         aux = dict(out.aux)
         if out.aux_loss is not None:
             aux["aux_loss"] = out.aux_loss.detach()
-            if loss is not None:
-                loss = loss + out.aux_loss
-        return LMOutput(logits=logits, loss=loss, aux=aux, cache=out.cache)
+        result = LMOutput(logits=logits, aux=aux, cache=out.cache, aux_loss=out.aux_loss)
+        if targets is not None:
+            result.token_ce = token_cross_entropy(logits, targets)
+            result.ce_loss = result.token_ce.sum() / (targets != IGNORE_INDEX).sum()
+            result.loss = result.ce_loss if out.aux_loss is None else result.ce_loss + out.aux_loss
+        return result
 
     def reset_parameters(self) -> None:
         """GPT-2 style init of every trainable weight, then the variant's special init."""
         init_weights(self, self.cfg.n_layers)
         self.special_init()
+
+    def decayed_parameter_names(self) -> list[str]:
+        """Names of the parameters that get weight decay: the weight matrices of `nn.Linear` and
+        `nn.Embedding` layers (the tied LM head once), trainable only. Everything else is not
+        decayed: norm gains, biases, gates, memory tokens and initial memories (`ssm_mem.mem`,
+        `rsm.mem_init`), SSM per-head scalars (A_log, dt_bias, D), conv kernels, hrnn's
+        per-gate LayerNorm gains and biases. Decay pulls a matrix towards small norm (a
+        regulariser); pulling a gain, a bias or a learned initial state towards 0 only changes
+        what the layer computes."""
+        matrices = {id(m.weight) for m in self.modules()
+                    if isinstance(m, (nn.Linear, nn.Embedding)) and m.weight.dim() >= 2}
+        return [n for n, p in self.named_parameters() if p.requires_grad and id(p) in matrices]
+
+    def optimizer_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: `decayed_parameter_names()` with `weight_decay`, every other
+        trainable parameter with 0. Frozen parameters (reservoirs) are left out."""
+        decayed = set(self.decayed_parameter_names())
+        groups: dict[bool, list[nn.Parameter]] = {True: [], False: []}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                groups[name in decayed].append(p)
+        return [{"params": groups[True], "weight_decay": weight_decay},
+                {"params": groups[False], "weight_decay": 0.0}]
+
+    def configure_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
+                            fused: bool = False) -> torch.optim.AdamW:
+        """The one optimizer of this project (training and benchmarks): AdamW over
+        `optimizer_param_groups(weight_decay)`. `fused` selects the fused CUDA kernel."""
+        return torch.optim.AdamW(self.optimizer_param_groups(weight_decay), lr=lr, betas=betas, fused=fused)
 
     def num_params(self, trainable_only: bool = False) -> int:
         """Parameter count, tied weights once. Frozen weights (parameters with requires_grad

@@ -31,7 +31,7 @@ from unified.cli import ensure_writable_dir
 from unified.corpus import load_language
 from unified.data import Curriculum, CurriculumConfig, heldout_examples
 from unified.distributed import (World, all_gather_object, all_reduce_sum, broadcast_object, init_from_env,
-                                 rank_zero_first, shutdown, supervised_ce_sum, supervised_count)
+                                 rank_zero_first, shutdown, supervised_count)
 from unified.errors import CheckpointError, ConfigError, TrainingError, require
 from unified.evals.algorithmic import score_examples, summarize
 from unified.model import create_model, resolve_variant
@@ -42,6 +42,7 @@ from unified.task_curriculum import (TaskCurriculum, TaskCurriculumConfig, compe
                                      stratified_heldout)
 from unified.tasks import resolve_tasks
 from unified.tokenizer import load_tokenizer
+from unified.validation import language_validation
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -80,6 +81,7 @@ class TrainConfig:
     eval_every: int = 200
     eval_samples: int = 32  # held-out validation examples per task at each validation
     val_rows: int = 32
+    val_lang_tokens: int = 65_536  # cap on the held-out language tokens of each validation (whole windows)
     log_every: int = 10
     grad_clip: float = 1.0
     dtype: str = "fp32"
@@ -93,7 +95,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject impossible values with one clear message each."""
         for name in ("batch_size", "seq_len", "grad_accum", "total_tokens", "eval_every", "log_every",
-                     "eval_samples", "val_rows"):
+                     "eval_samples", "val_rows", "val_lang_tokens"):
             require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
         require(self.max_steps is None or self.max_steps >= 1, f"--max_steps must be >= 1, got {self.max_steps}")
         require(self.alg_tokens is None or self.alg_tokens >= 0, f"--alg_tokens must be >= 0, got {self.alg_tokens}")
@@ -191,12 +193,7 @@ class Trainer:
         overrides = {"max_seq_len": max(cfg.seq_len, 1), **cfg.model_overrides}
         self.model = create_model(cfg.variant, cfg.model_size, vocab_size=self.tokenizer.vocab_size,
                                   init_seed=cfg.seed, **overrides).to(self.device)
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}],
-                                           lr=cfg.lr, betas=(0.9, 0.95),
-                                           fused=self.device.type == "cuda")
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio))
         self.train_model: torch.nn.Module = self.model
@@ -309,28 +306,30 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
-        """Validation loss on fixed held-out batches and exact match on held-out val prompts."""
+        """Validation metrics. Every loss here is cross-entropy only: `val_loss` (per supervised
+        token of the fixed held-out batches; selects best_model.pt) and the language metrics of
+        `language_validation`; a variant's auxiliary loss (ACT's ponder cost) is logged beside
+        them as `val_aux_loss` and never added. Then exact match on held-out val prompts."""
         self.model.eval()
-        lang_losses = []
         ce_sum, n_tok, aux_sum, n_rows = 0.0, 0, 0.0, 0  # per-token loss: independent of the batching
+        has_aux = False
         for x, y in self.val_batches:
             with self.autocast():
                 out = self.model(x.to(self.device), targets=y.to(self.device))
-            ce_sum += float(supervised_ce_sum(out.logits, y.to(self.device)))
+            ce_sum += float(out.token_ce.sum())
             n_tok += supervised_count(y)
-            aux_sum += float(out.aux.get("aux_loss", 0.0)) * len(x)
+            if out.aux_loss is not None:
+                has_aux = True
+                aux_sum += float(out.aux_loss) * len(x)
             n_rows += len(x)
         rec: dict[str, Any] = {"kind": "val", "step": self.step, "tokens": self.step * self.tokens_per_step,
-                               "val_loss": ce_sum / max(n_tok, 1) + aux_sum / max(n_rows, 1)}
-        if self.corpus is not None:
-            n = self.cfg.seq_len + 1
-            for i in range(0, min(len(self.corpus.val) - n, 8 * n), n):
-                w = torch.as_tensor(self.corpus.val[i:i + n].astype("int64"))[None].to(self.device)
-                with self.autocast():
-                    lang_losses.append(float(self.model(w[:, :-1], targets=w[:, 1:]).loss))
-            if lang_losses:
-                rec["val_lang_loss"] = sum(lang_losses) / len(lang_losses)
-                rec["val_lang_bpb"] = rec["val_lang_loss"] / math.log(2) / self.corpus.bytes_per_token
+                               "val_loss": ce_sum / max(n_tok, 1)}
+        if has_aux:
+            rec["val_aux_loss"] = aux_sum / max(n_rows, 1)
+        if self.corpus is not None:  # cross-entropy on held-out text, with its stderr (unified.validation)
+            rec.update(language_validation(self.model, self.corpus.val, self.cfg.seq_len, self.cfg.batch_size,
+                                           self.cfg.val_lang_tokens, self.corpus.bytes_per_token, self.device,
+                                           self.autocast))
         rows_all = []
         for task in self.tasks:
             rows = score_examples(self.model, self.tokenizer, self.val_examples[task.name])
@@ -410,8 +409,11 @@ class Trainer:
         their count over every micro-batch and rank) plus the variant's auxiliary loss averaged
         over micro-batches and ranks, so N processes with batch b train exactly like one with
         batch N*b even when ranks hold different numbers of answer tokens. DDP averages
-        gradients over ranks, hence the factor `world` in the CE scale. Returns the step's loss
-        and aux means, all-reduced (every rank sees the same values)."""
+        gradients over ranks, hence the factor `world` in the CE scale. The cross-entropy comes
+        from the model's `token_ce` and the auxiliary part from its `aux_loss` (never recovered
+        by subtraction). Returns the step's objective (CE + aux) and the aux means, all-reduced
+        (every rank sees the same values); the aux dict also holds `ce_loss`, the step's
+        cross-entropy alone. Warns once when ACT's halting has collapsed (`warn_halting_collapse`)."""
         cfg = self.cfg
         batches = [self.curriculum.batch(self.step, self.rows_for(m)) for m in range(cfg.grad_accum)]
         counts = [supervised_count(y) for _, y in batches]
@@ -425,12 +427,12 @@ class Trainer:
             with sync:
                 with self.autocast():
                     out = self.train_model(x, targets=y)
-                ce = supervised_ce_sum(out.logits, y)
+                ce = out.token_ce.sum()
                 if cfg.debug_nan_step is not None and self.step == cfg.debug_nan_step:
                     ce = ce * float("nan")  # testing aid (--debug_nan_step)
                 objective = ce * (self.world / n_global)
-                if "aux_loss" in out.aux:  # out.loss = mean CE + aux loss; keep the aux part's graph
-                    objective = objective + (out.loss - ce / max(counts[micro], 1)) / cfg.grad_accum
+                if out.aux_loss is not None:  # e.g. ACT's ponder cost, with its graph
+                    objective = objective + out.aux_loss / cfg.grad_accum
                 self.scaler.scale(objective).backward()
             ce_total += float(ce.detach())
             for k, v in out.aux.items():
@@ -438,7 +440,21 @@ class Trainer:
         keys = sorted(aux_tot)
         sums = all_reduce_sum([ce_total, *(aux_tot[k] for k in keys)], self.world, self.device)
         aux = {k: v / self.world for k, v in zip(keys, sums[1:])}
-        return sums[0] / n_global + aux.get("aux_loss", 0.0), aux
+        aux["ce_loss"] = sums[0] / n_global
+        self.warn_halting_collapse(aux)
+        return aux["ce_loss"] + aux.get("aux_loss", 0.0), aux
+
+    def warn_halting_collapse(self, aux: dict[str, float]) -> None:
+        """Print one warning per run (rank 0) the first time every position of every micro-batch
+        halted at min_K (`halting_collapsed` = 1 in ACT's aux): then R = 1 everywhere, nothing
+        depends on the halting probabilities, and the halting unit gets no gradient from the
+        loss; only a change of the thought states can move it off min_K again."""
+        if aux.get("halting_collapsed", 0.0) < 1.0 or getattr(self, "_halting_collapse_warned", False):
+            return
+        self._halting_collapse_warned = True
+        if self.is_main:
+            tqdm.write(f"warning: step {self.step}: ACT halting collapsed to min_K at every position "
+                       f"(R = 1, the halting unit gets no gradient; `halting_collapsed` in metrics.jsonl)")
 
     def checkpoint_and_validate(self, metrics_path: Path) -> None:
         self.rank_rngs = all_gather_object(rng_state(self.device), self.world)  # every rank takes part
@@ -497,13 +513,18 @@ class Trainer:
                    "params": m.num_params(), "trainable_params": m.num_params(trainable_only=True),
                    "frozen_params": m.num_frozen_params(), "flops_per_token": m.flops_per_token(self.cfg.seq_len),
                    "state_size": m.state_size(self.cfg.seq_len), "seed": self.cfg.seed,
-                   "tokenizer": self.tokenizer.name, "first_loss": train[0]["loss"] if train else None,
-                   "final_loss": train[-1]["loss"] if train else None, "best_step": self.best_step,
+                   "tokenizer": self.tokenizer.name, "first_loss": _ce(train[0]) if train else None,
+                   "final_loss": _ce(train[-1]) if train else None, "best_step": self.best_step,
                    "best_val_loss": self.best_val, "final_val": vals[-1] if vals else None,
                    "language_source": self.corpus.name if self.corpus else None,
                    "device": str(self.device), "dtype": self.cfg.dtype, "world_size": self.world}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def _ce(record: dict[str, Any]) -> float:
+    """The cross-entropy of a train record (`ce_loss`; runs logged before it existed: `loss`)."""
+    return record.get("ce_loss", record["loss"])
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:

@@ -85,8 +85,6 @@ class Mamba2Mixer(nn.Module):
         self.A_log = nn.Parameter(torch.zeros(self.n_heads))
         self.dt_bias = nn.Parameter(torch.zeros(self.n_heads))
         self.D = nn.Parameter(torch.ones(self.n_heads))
-        for p in (self.A_log, self.dt_bias, self.D):
-            p._no_weight_decay = True  # per-head scalars: optimisers should not decay them
         self.norm = rms_norm(self.d_inner, norm_eps)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
         self.out_proj.residual_scaled = True
