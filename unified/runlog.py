@@ -31,18 +31,24 @@ def append_metrics(path: str | Path, record: dict[str, Any]) -> None:
         f.flush()
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl, with resumed-over records removed; a torn last line is skipped."""
+def read_metrics(path: str | Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Records of a metrics.jsonl, with resumed-over records removed; a torn last line is skipped,
+    and so is any line that is not a JSON object (bytes that are not UTF-8 included); when
+    `skipped` is given, one description per skipped non-empty line is appended to it."""
     p = Path(path)
     if not p.is_file():
         return []
     records: list[dict[str, Any]] = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(p.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict) or (rec.get("kind") == "resume" and not isinstance(rec.get("step"), int)):
+            if skipped is not None and line.strip():
+                skipped.append(f"line {number} is not a metrics record (a JSON object)")
             continue
         if rec.get("kind") == "resume":
-            records = [r for r in records if r.get("step", 0) <= rec["step"]]
+            records = [r for r in records if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= rec["step"]]
         records.append(rec)
     return records
