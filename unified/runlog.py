@@ -49,6 +49,7 @@ def read_metrics(path: str | Path, skipped: list[str] | None = None) -> list[dic
                 skipped.append(f"line {number} is not a metrics record (a JSON object)")
             continue
         if rec.get("kind") == "resume":
-            records = [r for r in records if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= rec["step"]]
+            records = [r for r in records
+                       if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= rec["step"]]
         records.append(rec)
     return records
