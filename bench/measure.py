@@ -130,11 +130,9 @@ def build(row: str, size: str, seq_len: int):
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW with the Trainer's parameter groups and betas."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=1e-4, betas=(0.9, 0.95))
+    """The Trainer's optimizer (`LanguageModel.configure_optimizer`: AdamW, its parameter groups
+    and betas) at the default weight decay and a small learning rate."""
+    return model.configure_optimizer(lr=1e-4, weight_decay=0.1)
 
 
 def train_step_times(model, batch: int, seq_len: int, dtype: str, warmup: int, steps: int,

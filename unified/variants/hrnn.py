@@ -23,6 +23,8 @@ call and the GRU update is sigmoid / addcmul / tanh / lerp. The scan is a plain 
 measured on CPU (micro, batch 8), `torch.jit.script` of the same loop was no faster at first and
 ~10x slower once its profiling executor re-optimised, and `torch.compile` of the per-token step
 recompiled and ran ~10x slower; both were dropped.
+Precision: the scan runs in float32 with autocast disabled (`float32_scan`; a bf16 rounding at
+every step would compound over the sequence); W_x and the output projection stay under autocast.
 `tbptt` > 0 detaches the carried states every `tbptt` tokens in training (truncated BPTT); that
 changes gradients only, never forward values. T and N may be changed at evaluation time
 (`eval_overridable`) to test whether more inner steps per token help.
@@ -37,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unified.errors import ConfigError
+from unified.layers import float32_scan, scan_dtype
 from unified.model import BodyOutput, LanguageModel, register_variant
 
 
@@ -174,7 +177,7 @@ class HierarchicalRNN(LanguageModel):
     def init_cache(self, batch_size: int) -> HRNNState:
         """Zero low and high states (the same start a forward pass without a cache uses)."""
         p = self.w_x.weight
-        zeros = lambda h: torch.zeros(batch_size, h, device=p.device, dtype=p.dtype)  # noqa: E731
+        zeros = lambda h: torch.zeros(batch_size, h, device=p.device, dtype=scan_dtype(p))  # noqa: E731
         return HRNNState(zeros(self.opts.low_hidden), zeros(self.opts.high_hidden), 0)
 
     def body(self, input_ids: torch.Tensor, cache: HRNNState | None = None) -> BodyOutput:
@@ -183,10 +186,13 @@ class HierarchicalRNN(LanguageModel):
         xp = self.w_x(self.drop(self.tok_emb(input_ids)))  # (B, L, 3Hl): one matmul for the sequence
         xn = _group_ln(xp.reshape(B * L, -1), self.g_x.flatten(), self.b_x.flatten(), 1e-5).view(B, L, -1)
         tbptt = self.opts.tbptt if (self.training and torch.is_grad_enabled()) else 0
-        hs, low, high = hierarchical_scan(xn, state.low, state.high, self.w_high.weight, self.u_low.weight,
-                                          self.w_up.weight, *(p.flatten() for p in (self.g_hl, self.g_lrec,
-                                          self.g_hin, self.b_hin, self.g_hrec)), int(self.opts.T), int(self.opts.N),
-                                          int(tbptt), int(state.pos), 1e-5)
+        dt = scan_dtype(xn)
+        with float32_scan(xn):  # the recurrence runs in float32 under any autocast (rounding compounds per step)
+            weights = (self.w_high.weight, self.u_low.weight, self.w_up.weight, self.g_hl, self.g_lrec,
+                       self.g_hin, self.b_hin, self.g_hrec)
+            hs, low, high = hierarchical_scan(xn.to(dt), state.low.to(dt), state.high.to(dt),
+                                              *(w.to(dt) for w in weights[:3]), *(w.flatten().to(dt) for w in weights[3:]),
+                                              int(self.opts.T), int(self.opts.N), int(tbptt), int(state.pos), 1e-5)
         hidden = self.out(self.drop(hs))
         new_cache = HRNNState(low, high, state.pos + L) if cache is not None else None
         return BodyOutput(hidden=hidden, cache=new_cache)

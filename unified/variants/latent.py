@@ -31,7 +31,8 @@ probabilities lambda_t^k, p_t^k = lambda_t^k prod_{j<k} (1 - lambda_t^j), the sa
 and mixture, and KL(p_t || Geometric(prior_lambda)) weighted by lambda_ponder.
 
 Batched ACT runs the core for every position until all positions of the batch have halted (at
-most K steps) and masks the contributions after each position's own halting step, so halting is
+most K steps; always K in training with dropout, so that dropout masks do not depend on other
+rows) and masks the contributions after each position's own halting step, so halting is
 decided per position, and the full pass and cached decoding agree. Because thoughts never read
 other thoughts, a halted position's later (masked) states are read by nobody. `model.last_steps`
 holds the (B, T) steps used by each position in the latest forward call (for evaluation).
@@ -265,8 +266,19 @@ class ACTTransformer(LatentTransformer):
     def think(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               start: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
         """Adaptive halting per position. Returns the halting-weighted mixture of step states,
-        steps used (B, T), aux scalars and lambda_ponder * (ponder cost or KL)."""
+        steps used (B, T), aux scalars and lambda_ponder * (ponder cost or KL).
+
+        `halting_collapsed` (aux, 0/1) is 1 when every position halted at min_K: then R = 1 and
+        the written-back state is z^min_K everywhere, so neither the output nor the ponder cost
+        (or KL) depends on the halting probabilities and the halting unit gets no gradient.
+
+        The loop stops once every position has halted, except in training with dropout: there
+        the number of core steps run would change how many random numbers the dropout layers
+        draw, so the masks of the later layers (hence every row's output) would depend on
+        whether *other* rows still think. Running all K steps keeps each row's result a
+        function of that row alone (the extra steps carry weight 0)."""
         o = self.opts
+        early_exit = not (self.training and self.cfg.dropout > 0)
         B, T, _ = h.shape
         zero = h.new_zeros(B, T, dtype=torch.float32)
         cum, remainder, steps = zero, zero, zero  # sum of p before this step; R; N
@@ -295,11 +307,12 @@ class ACTTransformer(LatentTransformer):
             steps = torch.where(stop, float(step), steps)
             cum = cum + torch.where(go_on, p, 0.0)
             halted = halted | stop
-            if bool(halted.all()):  # later steps would get weight 0 everywhere: skip them
+            if early_exit and bool(halted.all()):  # later steps would get weight 0 everywhere: skip them
                 break
         ponder = (steps + remainder).mean()  # Graves' rho = N + R; the gradient flows through R
         aux = {"ponder_cost": ponder.detach(), "mean_steps": steps.mean(), "max_steps": steps.max(),
-               "expected_steps": expected.detach().mean()}
+               "expected_steps": expected.detach().mean(),
+               "halting_collapsed": (steps == o.min_K).all().float()}
         if o.halting == "act":
             reg = ponder
         else:

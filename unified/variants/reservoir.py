@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from unified.config import ModelConfig
 from unified.errors import ConfigError, UnknownNameError
-from unified.layers import CausalSelfAttention, KVCache, SwiGLU, rms_norm
+from unified.layers import CausalSelfAttention, KVCache, SwiGLU, float32_scan, rms_norm, scan_dtype
 from unified.model import BodyOutput, LanguageModel, register_variant
 
 RESERVOIR_MODES = ("tanh", "linear")
@@ -221,17 +221,18 @@ class TanhReservoir(nn.Module):
         return self.w.detach().double().cpu()
 
     def forward(self, u: torch.Tensor, h0: torch.Tensor, opts: ReservoirOptions) -> tuple[torch.Tensor, torch.Tensor]:
-        """u: (B, T, d), h0: (B, n) -> states (B, T, n), last state. On CUDA with leak 1 the
-        fused RNN kernel (cuDNN) runs the whole recurrence; elsewhere `tanh_scan` (on CPU the
-        loop is as fast as the fused kernel, and it also covers leak < 1)."""
-        h0 = h0.to(u.dtype)
-        if u.is_cuda and opts.leak_rate == 1.0:
-            return fused_rnn_tanh(u, h0, self.w_in.to(u.dtype), self.w.to(u.dtype))
-        # Under autocast the per-step addmm would cast the frozen W again at every position (and
-        # keep every copy for backward); cast it once. Same values, so results are unchanged.
-        kind = u.device.type
-        w_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else u.dtype
-        return tanh_scan(F.linear(u, self.w_in.to(u.dtype)), h0, self.w.to(w_dtype), opts.leak_rate)
+        """u: (B, T, d), h0: (B, n) -> states (B, T, n) in u's dtype, last state (float32).
+        On CUDA with leak 1 the fused RNN kernel (cuDNN) runs the whole recurrence; elsewhere
+        `tanh_scan` (on CPU the loop is as fast as the fused kernel, and it also covers leak
+        < 1). Both run in float32 with autocast disabled (`float32_scan`), the input drive too."""
+        dt = scan_dtype(u)
+        with float32_scan(u):
+            uf, h0 = u.to(dt), h0.to(dt)
+            if u.is_cuda and opts.leak_rate == 1.0:
+                out, h = fused_rnn_tanh(uf, h0, self.w_in.to(dt), self.w.to(dt))
+            else:
+                out, h = tanh_scan(F.linear(uf, self.w_in.to(dt)), h0, self.w.to(dt), opts.leak_rate)
+        return out.to(u.dtype), h
 
     def frozen_matmul_params(self) -> int:
         return self.w_in.numel() + self.w.numel()
@@ -269,22 +270,28 @@ class LinearReservoir(nn.Module):
         return torch.stack([(1.0 - a) + a * lam[:, 0], a * lam[:, 1]], dim=1)
 
     def drive(self, u: torch.Tensor, a: float) -> torch.Tensor:
-        """Input drive a B u_t in the eigenbasis, float32, for all positions: (B, T, n)."""
-        return a * F.linear(u.float(), self.w_in.float())
+        """Input drive a B u_t in the eigenbasis, float32 (float64 for float64 u), for all
+        positions: (B, T, n). Call it inside `float32_scan` (autocast would make it bf16)."""
+        dt = scan_dtype(u)
+        return a * F.linear(u.to(dt), self.w_in.to(dt))
 
     def step(self, v: torch.Tensor, y: torch.Tensor, a: float) -> torch.Tensor:
         """Sequential form (decoding): one step of the eigenbasis state."""
         return linear_step(v, y, self.leaky_lam(a))
 
     def forward(self, u: torch.Tensor, y0: torch.Tensor, opts: ReservoirOptions) -> tuple[torch.Tensor, torch.Tensor]:
-        """u: (B, T, d), y0: (B, n) eigenbasis state -> states x = P y (B, T, n), last y."""
-        v, a = self.drive(u, opts.leak_rate), opts.leak_rate
-        if u.shape[1] == 1:
-            y = self.step(v[:, 0], y0.float(), a)
-            ys = y[:, None]
-        else:
-            ys, y = linear_chunked_scan(v, y0.float(), self.leaky_lam(a), opts.chunk_size)
-        return F.linear(ys, self.w_out.float()).to(u.dtype), y
+        """u: (B, T, d), y0: (B, n) eigenbasis state -> states x = P y (B, T, n) in u's dtype,
+        last y. Drive, scan and P y run in float32 with autocast disabled (`float32_scan`)."""
+        a, dt = opts.leak_rate, scan_dtype(u)
+        with float32_scan(u):
+            v = self.drive(u, a)
+            if u.shape[1] == 1:
+                y = self.step(v[:, 0], y0.to(dt), a)
+                ys = y[:, None]
+            else:
+                ys, y = linear_chunked_scan(v, y0.to(dt), self.leaky_lam(a), opts.chunk_size)
+            x = F.linear(ys, self.w_out.to(dt))
+        return x.to(u.dtype), y
 
     def frozen_matmul_params(self) -> int:
         return self.w_in.numel() + self.w_out.numel()
@@ -376,9 +383,8 @@ class ReservoirLM(LanguageModel):
         return BodyOutput(hidden=x, cache=cache)
 
     def init_cache(self, batch_size: int) -> ReservoirCache:
-        p = self.tok_emb.weight
-        dtype = p.dtype if self.opts.reservoir_mode == "tanh" else torch.float32
-        return ReservoirCache([torch.zeros(batch_size, self.opts.reservoir_size, device=p.device, dtype=dtype)
+        p = self.tok_emb.weight  # states are kept in the scans' float32 (float64 for a float64 model)
+        return ReservoirCache([torch.zeros(batch_size, self.opts.reservoir_size, device=p.device, dtype=scan_dtype(p))
                                for _ in self.blocks])
 
     def flops_per_token(self, seq_len: int) -> float:
