@@ -26,6 +26,7 @@ from unified.errors import require
 from unified.layers import KVCache, SwiGLU, TransformerBlock, rms_norm
 from unified.model import BodyOutput, LanguageModel, register_variant
 from unified.variants.ssd_scan import scan_backend, ssd_scan  # noqa: F401  (scan_backend is public here)
+from unified.ops.signed_scan import signed_decay, signed_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # initial softplus(dt_bias) is log-uniform in [DT_MIN, DT_MAX]
 A_MIN, A_MAX = 1.0, 16.0  # initial -A is uniform in [A_MIN, A_MAX]
@@ -36,7 +37,9 @@ class SSMOptions:
     """d_state: N, state size per head channel; headdim: P, channels per SSM head
     (heads = expand * d_model / headdim); expand: inner width factor; d_conv: causal conv width;
     chunk_size: scan chunk length (speed only, results are the same; changeable at eval time);
-    mlp: add a SwiGLU MLP after each SSM mixer."""
+    mlp: add a SwiGLU MLP after each SSM mixer; decay_range: "unit" (Mamba's exp(dt A) in (0, 1])
+    or "signed" (2 exp(dt A) - 1 in (-1, 1], Grazzi et al. 2025; always the torch scan of
+    `unified.ops.signed_scan`, the fused kernels cannot run it)."""
 
     d_state: int = 64
     headdim: int = 64
@@ -44,6 +47,7 @@ class SSMOptions:
     d_conv: int = 4
     chunk_size: int = 64
     mlp: bool = True
+    decay_range: str = "unit"
 
 
 @dataclass
@@ -120,7 +124,11 @@ class Mamba2Mixer(nn.Module):
         dt = F.softplus(dt + self.dt_bias)
         A = -torch.exp(self.A_log.float())
         x = x.reshape(b, T, self.n_heads, P)
-        y, ssm_state = ssd_scan(x, dt, A, B, C, self.opts.chunk_size, None if state is None else state[1])
+        if self.opts.decay_range == "signed":
+            y, ssm_state = signed_scan(x, dt, signed_decay(dt, A), B, C, self.opts.chunk_size,
+                                       None if state is None else state[1])
+        else:
+            y, ssm_state = ssd_scan(x, dt, A, B, C, self.opts.chunk_size, None if state is None else state[1])
         y = y + x * self.D[:, None].to(x.dtype)
         y = self.norm(y.reshape(b, T, self.d_inner) * F.silu(z))
         return self.out_proj(y), (conv_state, ssm_state)
@@ -157,6 +165,8 @@ class SSMModel(LanguageModel):
     def __init__(self, cfg, opts: SSMOptions):
         for name in ("d_state", "headdim", "expand", "d_conv", "chunk_size"):
             require(getattr(opts, name) >= 1, f"{name} must be >= 1, got {getattr(opts, name)}")
+        require(opts.decay_range in ("unit", "signed"),
+                f"decay_range must be 'unit' or 'signed', got {opts.decay_range!r}")
         require(opts.expand * cfg.d_model % opts.headdim == 0,
                 f"headdim {opts.headdim} must divide expand * d_model = {opts.expand * cfg.d_model}")
         super().__init__(cfg, opts)
