@@ -40,6 +40,11 @@ class TrainingError(UnifiedError):
     """Training could not continue (e.g. the loss became non-finite)."""
 
 
+class WriteError(UnifiedError):
+    """An output file could not be written (full disk, read-only file system ...); the previous
+    version of the file is intact."""
+
+
 def require(condition: bool, message: str, error: type[UnifiedError] = ConfigError) -> None:
     """Raise `error(message)` unless `condition` holds; keeps argument checks one line each."""
     if not condition:
