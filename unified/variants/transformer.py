@@ -6,6 +6,14 @@ n_unique x n_loops). `n_loops` can be changed after training (`eval_hub.py --ove
 n_loops=8`) to test whether extra iterations add useful compute, as recurrent-depth models do
 (Dehghani et al. 2019, Universal Transformers; Geiping et al. 2025). Each application has its
 own KV cache slot, so FLOPs and state grow with effective depth and are reported that way.
+
+`pos_encoding` (both variants): "rope" (rotary, the default), "learned" (absolute position
+embeddings added to the token embeddings, GPT-2 style; the reference ladder's `nano_baseline`
+control) or "nope" (no position information: the causal mask alone; Kazemnejad et al. 2023,
+"The Impact of Positional Encoding on Length Generalization in Transformers", NeurIPS, find it
+generalises to longer inputs better than absolute or rotary encodings). Learned embeddings exist
+for positions 0 .. max_seq_len - 1 only; later positions reuse the last one, which was never
+trained at those distances: that is the length-generalisation failure the control measures.
 """
 from __future__ import annotations
 
@@ -16,26 +24,56 @@ import torch.nn as nn
 
 from unified.errors import ConfigError
 from unified.layers import KVCache, TransformerBlock
-from unified.model import BodyOutput, LanguageModel, NoOptions, register_variant
+from unified.model import BodyOutput, LanguageModel, register_variant
+
+POS_ENCODINGS = ("rope", "learned", "nope")
+
+
+@dataclass
+class TransformerOptions:
+    """pos_encoding: "rope" (rotary), "learned" (absolute embeddings) or "nope" (none)."""
+
+    pos_encoding: str = "rope"
 
 
 @register_variant("baseline")
 class Transformer(LanguageModel):
-    """Decoder-only transformer: pre-norm RMSNorm, RoPE, SDPA attention (GQA optional), SwiGLU."""
+    """Decoder-only transformer: pre-norm RMSNorm, RoPE (or learned / no positions), SDPA
+    attention (GQA optional), SwiGLU."""
 
-    Options = NoOptions
+    Options = TransformerOptions
 
     def __init__(self, cfg, opts):
         super().__init__(cfg, opts)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.setup_positions()
+
+    def setup_positions(self) -> None:
+        """Check `pos_encoding`; add the learned table or switch rotary off in every block."""
+        if self.opts.pos_encoding not in POS_ENCODINGS:
+            raise ConfigError(f"pos_encoding must be one of {', '.join(POS_ENCODINGS)}, got {self.opts.pos_encoding!r}")
+        learned = self.opts.pos_encoding == "learned"
+        self.pos_emb = nn.Embedding(self.cfg.max_seq_len, self.cfg.d_model) if learned else None
+        for block in self.blocks:
+            block.attn.use_rope = self.opts.pos_encoding == "rope"
+
+    def embed(self, input_ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """Token embeddings, plus the learned position embeddings of the absolute positions
+        (after the cached ones; positions past max_seq_len use the last row)."""
+        x = self.tok_emb(input_ids)
+        if self.pos_emb is not None:
+            start = 0 if cache is None else cache.pos
+            pos = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+            x = x + self.pos_emb(pos.clamp(max=self.cfg.max_seq_len - 1))[None].to(x.dtype)
+        return x
 
     def schedule(self) -> list[nn.Module]:
         """The blocks in the order they are applied (one KV-cache slot per application)."""
         return list(self.blocks)
 
     def body(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> BodyOutput:
-        x = self.drop(self.tok_emb(input_ids))
+        x = self.drop(self.embed(input_ids, cache))
         for i, block in enumerate(self.schedule()):
             x = block(x, cache, i)
         return BodyOutput(hidden=x, cache=cache)
@@ -47,13 +85,17 @@ class Transformer(LanguageModel):
     def attention_layers(self) -> int:
         return len(self.schedule())
 
+    def matmul_params(self) -> int:
+        """As the base class, without the learned position table (a lookup, not a matmul)."""
+        return super().matmul_params() - (0 if self.pos_emb is None else self.pos_emb.weight.numel())
+
     def state_size(self, seq_len: int = 1024) -> int:
         return 2 * self.attention_layers() * self.cfg.n_kv_heads * self.cfg.head_dim * seq_len
 
 
 @dataclass
-class SharedLoopOptions:
-    """n_unique: distinct blocks (default: half the scale's layers, at least 1);
+class SharedLoopOptions(TransformerOptions):
+    """pos_encoding as for `baseline`; n_unique: distinct blocks (default: half the scale's layers, at least 1);
     n_loops: times the stack of unique blocks is applied (default: so that effective depth
     equals the baseline's, i.e. equal FLOPs with fewer parameters)."""
 
@@ -76,6 +118,7 @@ class SharedLoopTransformer(Transformer):
         LanguageModel.__init__(self, cfg, opts)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(opts.n_unique))
+        self.setup_positions()
 
     def schedule(self) -> list[nn.Module]:
         return list(self.blocks) * self.opts.n_loops
