@@ -230,3 +230,18 @@ def test_rsm_key_recall_across_two_chunk_boundaries(one_thread: None) -> None:
         acc_reset = (model(ids).logits[:, -1].argmax(-1) == targets[:, -1]).float().mean().item()
     assert acc >= 0.6, f"key recall accuracy {acc:.3f} (chance 0.125)"
     assert acc_reset <= 0.25, f"with memory reset the key is still recalled ({acc_reset:.3f})"
+
+
+def test_hrnn_scan_runs_in_float32_under_bf16_autocast() -> None:
+    """The hierarchical recurrence ignores bf16 autocast: states equal the float32 ones to 1e-5
+    relative (a bf16 product at each of the N (T + 1) steps per token would compound)."""
+    model = tiny_model("hrnn").eval()
+    xn = torch.randn(2, 40, 3 * model.opts.low_hidden, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, ref_low, ref_high = model.scan(xn, model.init_cache(2))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, low, high = model.scan(xn, model.init_cache(2))
+            assert torch.mm(xn[0], xn[0].t()).dtype == torch.bfloat16  # autocast is really on
+    assert got.dtype == torch.float32
+    for a, b in ((got, ref), (low, ref_low), (high, ref_high)):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()

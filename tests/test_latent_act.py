@@ -232,3 +232,68 @@ def test_act_halting_bias_init_uses_all_steps() -> None:
     with torch.no_grad():
         model(_ids())
     assert torch.all(model.last_steps == 6)
+
+
+def _eager_halting(model) -> None:
+    """Halting that is likely (but input-dependent) at the first step: some rows halt at min_K
+    at every position, others do not."""
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        model.halt.weight.copy_(0.3 * torch.randn(model.halt.weight.shape, generator=g))
+        model.halt.bias.fill_(5.0)
+
+
+def test_act_dropout_rows_do_not_couple_through_early_exit() -> None:
+    """Training mode with dropout, fixed seed: row 0's output is the same next to a row that
+    lets the whole batch halt at min_K as next to a row that keeps thinking. (A batch-wide early
+    exit would run fewer core steps in the first case, so dropout would draw fewer random
+    numbers and the upper blocks' masks, hence row 0's logits, would change.)"""
+    model = tiny_model("act", K=4, min_K=1, dropout=0.1).train()
+    _eager_halting(model)
+    pool = _ids(batch=48, t=6, seed=1)
+
+    def run(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(7)
+        with torch.no_grad():
+            logits = model(pool[rows]).logits
+        return logits, model.last_steps.clone()
+
+    found = None
+    for a in range(len(pool)):
+        _, steps = run([a, a])
+        if not torch.all(steps[0] == 1):
+            continue
+        halting = [c for c in range(len(pool)) if torch.all(run([a, c])[1] == 1)]
+        thinking = [c for c in range(len(pool)) if run([a, c])[1][1].max() > 1]
+        if halting and thinking:
+            found = a, halting[0], thinking[0]
+            break
+    assert found is not None, "no rows with the needed halting found; adjust _eager_halting"
+    a, c_halt, c_think = found
+    lo, steps_lo = run([a, c_halt])
+    hi, steps_hi = run([a, c_think])
+    assert steps_lo.max() == 1 < steps_hi.max()  # this batch could stop after 1 step, that one needs more
+    assert torch.equal(steps_lo[0], steps_hi[0])
+    assert (lo[0] - hi[0]).abs().max().item() <= 1e-6, "row 0 depends on how long row 1 thinks"
+    for rows, collapsed in (([a, c_halt], 1.0), ([a, c_think], 0.0)):
+        torch.manual_seed(7)
+        with torch.no_grad():
+            assert model(pool[rows]).aux["halting_collapsed"].item() == collapsed
+
+
+@pytest.mark.parametrize("halting", ["act", "pondernet"])
+def test_halting_collapse_is_flagged_and_has_no_gradient(halting: str) -> None:
+    """When every position halts at min_K, aux reports halting_collapsed = 1 and the halting
+    unit's gradient is exactly zero (R = 1: nothing depends on p); otherwise it is 0 and the
+    unit gets a gradient."""
+    ids = _ids(t=T + 1)
+    for bias, collapsed in ((20.0, 1.0), (None, 0.0)):
+        model = tiny_model("act", K=4, min_K=1, halting=halting, lambda_ponder=1.0).train()
+        if bias is not None:
+            with torch.no_grad():
+                model.halt.bias.fill_(bias)
+        out = model(ids[:, :-1], targets=ids[:, 1:])
+        assert out.aux["halting_collapsed"].item() == collapsed
+        out.loss.backward()
+        grad = model.halt.weight.grad.abs().sum().item() + model.halt.bias.grad.abs().sum().item()
+        assert (grad == 0.0) == (collapsed == 1.0), (bias, grad)

@@ -138,3 +138,92 @@ def test_bf16_autocast_trains(variant: str) -> None:
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_loss_parts_are_separate(variant: str) -> None:
+    """LMOutput carries the cross-entropy and the auxiliary loss apart: `ce_loss` is the mean
+    next-token cross-entropy of the supervised targets, `token_ce` is per position (0 where
+    ignored), and `loss` = ce_loss + aux_loss exactly (ce_loss alone without an aux loss)."""
+    from unified.data import IGNORE
+    from unified.model import IGNORE_INDEX
+
+    assert IGNORE == IGNORE_INDEX
+    model = tiny_model(variant, **({"lambda_ponder": 5.0} if variant == "act" else {})).eval()
+    ids = _ids(t=T + 1)
+    targets = ids[:, 1:].clone()
+    targets[0, :13] = -100
+    with torch.no_grad():
+        out = model(ids[:, :-1], targets=targets)
+    keep = targets != -100
+    ref = torch.nn.functional.cross_entropy(out.logits[keep].float(), targets[keep])
+    assert out.ce_loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert out.token_ce.shape == targets.shape and torch.all(out.token_ce[~keep] == 0)
+    assert (out.token_ce.sum() / keep.sum()).item() == pytest.approx(out.ce_loss.item(), rel=1e-6)
+    if variant == "act":
+        assert out.aux_loss is not None and out.aux_loss.item() > 1.0  # the large ponder weight
+        assert torch.equal(out.loss, out.ce_loss + out.aux_loss)
+        assert out.aux["aux_loss"].item() == out.aux_loss.item()
+    else:
+        assert out.aux_loss is None and torch.equal(out.loss, out.ce_loss)
+    assert model(ids[:, :-1]).ce_loss is None  # no targets, no loss
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_train_mode_dropout_keeps_rows_independent(variant: str) -> None:
+    """With dropout in training mode and a fixed seed, changing one batch row leaves every
+    other row's output unchanged: no batch-wide decision (e.g. an early exit) changes how many
+    random numbers dropout draws for the others."""
+    model = tiny_model(variant, dropout=0.2).train()
+    ids = _ids(batch=3)
+    other = ids.clone()
+    other[1] = (other[1] * 7 + 3) % TINY["vocab_size"]
+    with torch.no_grad():
+        torch.manual_seed(5)
+        base = model(ids).logits
+        torch.manual_seed(5)
+        out = model(other).logits
+        torch.manual_seed(6)
+        reseeded = model(ids).logits
+    assert (reseeded[0] - base[0]).abs().max() > 0, "dropout is not active: the test would be vacuous"
+    for row in (0, 2):
+        assert (out[row] - base[row]).abs().max().item() <= 1e-6, f"{variant}: row {row} depends on row 1"
+
+
+def _is_decay_exempt(name: str) -> bool:
+    """Parameter names the decay rule must exclude, by the class of thing they are."""
+    leaf = name.rsplit(".", 1)[-1]
+    return (leaf == "bias" or leaf in ("A_log", "dt_bias", "D", "mem", "mem_init", "gate")
+            or leaf.startswith(("g_", "b_")) or "norm" in name)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_weight_decay_reaches_linear_and_embedding_matrices_only(variant: str) -> None:
+    """The one optimizer constructor decays exactly the >= 2-D weights of nn.Linear and
+    nn.Embedding layers: no norm gain, bias, gate, memory token / initial memory, SSM per-head
+    scalar, conv kernel or frozen weight; every trainable parameter is in exactly one group."""
+    import torch.nn as nn
+
+    model = tiny_model(variant)
+    owners = {f"{m_name}.{p_name}" if m_name else p_name: m for m_name, m in model.named_modules()
+              for p_name, _ in m.named_parameters(recurse=False)}
+    decayed = model.decayed_parameter_names()
+    assert decayed, "nothing is decayed"
+    params = dict(model.named_parameters())
+    for name in decayed:
+        assert isinstance(owners[name], (nn.Linear, nn.Embedding)) and name.endswith(".weight"), name
+        assert params[name].dim() >= 2 and params[name].requires_grad, name
+        assert not _is_decay_exempt(name), name
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    for name in trainable - set(decayed):
+        assert not (isinstance(owners[name], (nn.Linear, nn.Embedding)) and name.endswith(".weight")), \
+            f"{variant}: the matrix {name} is not decayed"
+    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(trainable)
+    assert {id(p) for p in opt.param_groups[0]["params"]} == {id(params[n]) for n in decayed}
+    exempt_seen = {n.rsplit(".", 1)[-1] for n in trainable - set(decayed)}
+    expected = {"ssm": {"A_log", "dt_bias", "D"}, "ssm_mem": {"mem", "A_log"}, "rsm": {"mem_init", "bias"},
+                "hrnn": {"g_x", "b_x", "g_hl", "g_hrec"}, "reservoir": {"gate"}, "act": {"bias"}}
+    assert expected.get(variant, set()) <= exempt_seen, (variant, exempt_seen)

@@ -238,3 +238,27 @@ def test_fused_rnn_kernel_equals_loop() -> None:
     out, last = fused_rnn_tanh(u, h0, res.w_in, res.w)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(last, ref_last, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("opts", MODES)
+def test_scans_run_in_float32_under_bf16_autocast(opts: dict) -> None:
+    """Both reservoir recurrences (drive, scan and state readout) ignore bf16 autocast: their
+    states equal the float32 ones to 1e-5 relative, and are float32."""
+    model = tiny_model("reservoir", **opts)
+    res = model.blocks[0].reservoir
+    u = torch.randn(2, 40, TINY["d_model"], generator=torch.Generator().manual_seed(3))
+    h0 = torch.randn(2, model.opts.reservoir_size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref, ref_last = res(u, h0, model.opts)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, last = res(u, h0, model.opts)
+    assert got.dtype == last.dtype == torch.float32
+    assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert (last - ref_last).abs().max() <= 1e-5 * ref_last.abs().max()
+    if opts["reservoir_mode"] == "linear":  # the bare scan under autocast (what forward used to run) is far off
+        v, lam = res.drive(u, model.opts.leak_rate), res.leaky_lam(model.opts.leak_rate)
+        with torch.no_grad():
+            y32, _ = linear_chunked_scan(v, h0, lam, 8)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y16, _ = linear_chunked_scan(v, h0, lam, 8)
+        assert (y16 - y32).abs().max() > 1e-4 * y32.abs().max(), "autocast does not reach the scan: vacuous test"

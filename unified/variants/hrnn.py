@@ -180,19 +180,25 @@ class HierarchicalRNN(LanguageModel):
         zeros = lambda h: torch.zeros(batch_size, h, device=p.device, dtype=scan_dtype(p))  # noqa: E731
         return HRNNState(zeros(self.opts.low_hidden), zeros(self.opts.high_hidden), 0)
 
+    def scan(self, xn: torch.Tensor, state: HRNNState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`hierarchical_scan` of the normalised token terms xn (B, L, 3Hl) from `state`, in
+        float32 with autocast disabled (`float32_scan`: a bf16 rounding at every step would
+        compound over the sequence). Returns (high states (B, L, Hh), last low, last high)."""
+        tbptt = self.opts.tbptt if (self.training and torch.is_grad_enabled()) else 0
+        dt = scan_dtype(xn)
+        with float32_scan(xn):
+            mats = (self.w_high.weight, self.u_low.weight, self.w_up.weight)
+            gains = (self.g_hl, self.g_lrec, self.g_hin, self.b_hin, self.g_hrec)
+            return hierarchical_scan(xn.to(dt), state.low.to(dt), state.high.to(dt), *(w.to(dt) for w in mats),
+                                     *(g.flatten().to(dt) for g in gains), int(self.opts.T), int(self.opts.N),
+                                     int(tbptt), int(state.pos), 1e-5)
+
     def body(self, input_ids: torch.Tensor, cache: HRNNState | None = None) -> BodyOutput:
         B, L = input_ids.shape
         state = cache if cache is not None else self.init_cache(B)
         xp = self.w_x(self.drop(self.tok_emb(input_ids)))  # (B, L, 3Hl): one matmul for the sequence
         xn = _group_ln(xp.reshape(B * L, -1), self.g_x.flatten(), self.b_x.flatten(), 1e-5).view(B, L, -1)
-        tbptt = self.opts.tbptt if (self.training and torch.is_grad_enabled()) else 0
-        dt = scan_dtype(xn)
-        with float32_scan(xn):  # the recurrence runs in float32 under any autocast (rounding compounds per step)
-            weights = (self.w_high.weight, self.u_low.weight, self.w_up.weight, self.g_hl, self.g_lrec,
-                       self.g_hin, self.b_hin, self.g_hrec)
-            hs, low, high = hierarchical_scan(xn.to(dt), state.low.to(dt), state.high.to(dt),
-                                              *(w.to(dt) for w in weights[:3]), *(w.flatten().to(dt) for w in weights[3:]),
-                                              int(self.opts.T), int(self.opts.N), int(tbptt), int(state.pos), 1e-5)
+        hs, low, high = self.scan(xn, state)
         hidden = self.out(self.drop(hs))
         new_cache = HRNNState(low, high, state.pos + L) if cache is not None else None
         return BodyOutput(hidden=hidden, cache=new_cache)
