@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 import ladder as ladder_cli
+import unified
 from cli_helpers import run_cli
 from unified.errors import ConfigError
+from unified.evals.results import GRID_VERSION
 from unified.compare import (MET, NOT_MET, NOT_SHOWN, compare, estimate, t_quantile, t_quantile_table,
                              welch_contrast)
 from unified.report import main_table, write_report
@@ -41,7 +43,8 @@ def fake_run(root: Path, variant: str, seed: int, iid: float, ood: float, s_per_
         recs = [{"kind": "train", "step": s, "tokens": s * 100, "loss": 3.0 / s} for s in (1, 2, 3)]
         recs.append({"kind": "val", "step": 3, "tokens": 300, "val_loss": 1.4, "val_lang_bpb": 2.5})
         (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    meta = {"variant": variant, "size": size, "seed": 0}
+    meta = {"variant": variant, "size": size, "seed": 0, "grid_version": GRID_VERSION,
+            "harness_version": unified.__version__}
     if "algorithmic" in files:
         tasks = {t: {"iid": {"exact_match": iid}, "ood": {"12": {"exact_match": ood}, "16": {"exact_match": ood}}}
                  for t in TASKS}

@@ -18,8 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from unified.compare import (CONFIDENCE, CRITERIA, Comparison, Estimate, Group, csv_frame, runs_frame,  # noqa: E402
-                             task_lengths)
+from unified.compare import CONFIDENCE, CRITERIA, Comparison, Estimate, Group  # noqa: E402
+from unified.compare_runs import companion  # noqa: E402
+from unified.compare_tables import csv_frame, runs_frame, task_lengths  # noqa: E402
 
 STATS_TEXT = (
     f"Runs of the same size, variant and model overrides are grouped over seeds. Each cell is the mean over seeds "
