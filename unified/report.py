@@ -31,7 +31,13 @@ STATS_TEXT = (
     f"straddles the threshold. With one seed on either side there is no interval: outcomes are *indicative* and "
     f"the verdict is \"single seed: indicative only\". Training time is wall-clock seconds per training token "
     f"(summary.json wall_time_s / tokens, validation and checkpointing included), so it is comparable at "
-    f"different budgets but noisy on shared machines.")
+    f"different budgets but noisy on shared machines. Exact matches show their chance floor (the exact match of "
+    f"the best constant answer of each cell) and *at chance* when the group's interval (seeds' t-interval or "
+    f"mean − 1.96 × the runs' own standard errors, whichever is lower) reaches it; an accuracy criterion "
+    f"between two groups that are both at chance is \"both at chance\", never met. Results evaluated with "
+    f"non-default options (`results_<suite>@<tag>.json`) are separate groups labelled `@<tag>`, judged against "
+    f"a baseline evaluated the same way (model-only options such as `@K=8`: the as-trained baseline); results "
+    f"of another grid or harness version are separate groups labelled `{{grid G, harness H}}`, never averaged.")
 
 
 # (metric, column header, format) of the main table; formats: int, pct, float, sec.
@@ -42,7 +48,7 @@ MAIN_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("final_loss", "final train loss", "float"), ("iid_em", "IID EM %", "pct"), ("ood_em", "OOD EM %", "pct"),
     ("needle_acc", "needle acc %", "pct"), ("token_perplexity", "perplexity", "float"),
     ("bits_per_byte", "bits/byte", "float"), ("val_lang_bpb", "val bits/byte (training)", "float"),
-    ("mean_steps", "ACT mean steps", "float"),
+    ("mean_steps", "ACT mean steps", "float"), ("mean_steps_answer", "ACT mean steps (answers)", "float"),
 )
 
 
@@ -70,15 +76,29 @@ def fmt(est: Estimate | None, kind: str = "float", of: int | None = None) -> str
     return text
 
 
+def with_floor(g: Group, metric: str, kind: str = "pct") -> str:
+    """`fmt` of an exact-match metric followed by its chance floor, "(floor 30.0)", and
+    "at chance" when the group's interval reaches the floor (`Group.at_chance`)."""
+    text = fmt(g.estimate(metric), kind, len(g.runs))
+    floor = g.floor(metric) if metric.startswith(("iid_em", "ood_em")) else None
+    if floor is None or text == "-":
+        return text
+    text += f" (floor {floor * 100:.1f})"
+    if g.at_chance(metric):
+        text += " at chance"
+    return text
+
+
 def main_table(comp: Comparison):
-    """Display table (pandas): one row per group with mean +- 95% half-width per column."""
+    """Display table (pandas): one row per group with mean +- 95% half-width per column; exact
+    matches with their chance floor."""
     import pandas as pd
 
     rows = []
     for g in comp.groups:
         row = {"group": g.name, "variant": g.label, "size": g.size, "seeds": len(g.runs)}
         for metric, header, kind in MAIN_COLUMNS:
-            row[header] = fmt(g.estimate(metric), kind, len(g.runs))
+            row[header] = with_floor(g, metric, kind)
         rows.append(row)
     df = pd.DataFrame(rows)
     keep = [c for c in df.columns if c in ("group", "variant", "size", "seeds") or (df[c] != "-").any()]
@@ -87,7 +107,8 @@ def main_table(comp: Comparison):
 
 def breakdown_tables(comp: Comparison) -> dict[str, Any]:
     """Per-task IID exact match, OOD exact match per (task, length) and needle accuracy per
-    length: rows = cells, columns = groups (percent, mean +- 95% half-width)."""
+    length: rows = cells, columns = groups (percent, mean +- 95% half-width, with the cell's
+    chance floor and n_distinct)."""
     import pandas as pd
 
     tasks, ood, needle = task_lengths(comp.groups)
@@ -97,10 +118,17 @@ def breakdown_tables(comp: Comparison) -> dict[str, Any]:
              ("needle accuracy % per context length", [(n, f"needle_acc/{n}") for n in needle], "length"))
     for title, cells, index in specs:
         if cells:
-            out[title] = pd.DataFrame({g.name: [fmt(g.estimate(m), "pct", len(g.runs)) for _, m in cells]
-                                       for g in comp.groups},
+            out[title] = pd.DataFrame({g.name: [_cell(g, m) for _, m in cells] for g in comp.groups},
                                       index=pd.Index([c for c, _ in cells], name=index))
     return out
+
+
+def _cell(g: Group, metric: str) -> str:
+    text = with_floor(g, metric)
+    n = g.values(companion(metric, "n"))
+    if n and text != "-":
+        text += f" n={min(n):.0f}" if min(n) == max(n) else f" n={min(n):.0f}..{max(n):.0f}"
+    return text
 
 
 def verdict_table(comp: Comparison):
