@@ -13,7 +13,7 @@ from conftest import TINY, tiny_model
 from unified.errors import ConfigError
 from unified.variants import ssd_scan
 from unified.variants.ssd_scan import ssd_chunked, ssd_step
-from unified.variants.ssm import DT_MAX, DT_MIN, SSMBlock, scan_backend
+from unified.variants.ssm import DT_MAX, DT_MIN, SSMBlock, kernel_backends, scan_backend
 
 
 def naive_ssd(x, dt, A, B, C, h0=None):
@@ -94,20 +94,71 @@ def test_chunked_gradients_match_naive() -> None:
 
 
 def test_cpu_never_uses_mamba_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CPU the dispatcher neither imports nor calls mamba_ssm, even when it would import; a CUDA
-    device would get the kernels."""
+    """On CPU the dispatcher neither imports nor calls the fused kernels, even when they would
+    import; a CUDA device would get them (scan and conv backends both reported)."""
     calls = []
 
-    def fake_kernels():
+    def fake_import():
         calls.append(1)
-        return object()
+        return ssd_scan.FusedKernels(*(lambda *a, **k: None,) * 4)
 
-    monkeypatch.setattr(ssd_scan, "_mamba_kernels", fake_kernels)
+    monkeypatch.setattr(ssd_scan, "_import_kernels", fake_import)
     assert scan_backend("cpu") == "torch-chunked"
+    assert kernel_backends("cpu") == {"ssm_scan": "torch-chunked", "conv1d": "torch"}
     model = tiny_model("ssm")
     model(torch.randint(0, TINY["vocab_size"], (1, 12)))
+    assert kernel_backends(model) == {"ssm_scan": "torch-chunked", "conv1d": "torch"}
     assert calls == []
     assert scan_backend("cuda") == "mamba_ssm" and calls == [1]
+    assert kernel_backends("cuda") == {"ssm_scan": "mamba_ssm", "conv1d": "causal_conv1d"}
+
+
+def test_kernel_backends_of_models_without_ssm_layers() -> None:
+    """A model without Mamba-2 layers reports "none" for both (nothing of the kind runs)."""
+    assert kernel_backends(tiny_model("baseline")) == {"ssm_scan": "none", "conv1d": "none"}
+    assert kernel_backends(tiny_model("ssm_mem"))["ssm_scan"] == "torch-chunked"
+
+
+def test_conv_kernel_limits() -> None:
+    """causal-conv1d takes widths 2..4 and (with states) channels divisible by 8; otherwise the
+    PyTorch conv runs even where the kernel is installed."""
+    assert ssd_scan.conv_kernel_fits(80, 4) and ssd_scan.conv_kernel_fits(16, 2)
+    assert not ssd_scan.conv_kernel_fits(80, 5) and not ssd_scan.conv_kernel_fits(84, 4)
+    assert not ssd_scan.conv_kernel_fits(80, 1)
+
+
+@pytest.mark.parametrize("fn", ["chunked", "step"])
+def test_scan_is_float32_under_bf16_autocast(fn: str) -> None:
+    """Under bf16 autocast the scan's products still run in float32 (issue 14: they ran in bf16,
+    relative error 7.8e-3): the result equals the float32 scan without autocast to float32
+    rounding, and the state comes back float32."""
+    x, dt, A, B, C, h0 = random_inputs(37, seed=11, H=4, P=8, N=16)
+    if fn == "chunked":
+        def run():
+            return ssd_chunked(x, dt, A, B, C, chunk_size=8, initial_state=h0)
+    else:
+        def run():
+            return ssd_step(x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], h0)
+    ref_y, ref_h = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, h = run()
+    assert y.dtype == torch.float32 and h.dtype == torch.float32
+    rel = ((y - ref_y).norm() / ref_y.norm()).item()
+    assert rel < 1e-6, f"relative error {rel:.1e}: the scan ran in reduced precision"
+    assert ((h - ref_h).norm() / ref_h.norm()).item() < 1e-6
+
+
+def test_model_cache_state_stays_float32_under_bf16_autocast() -> None:
+    """Prefill and decoding steps under bf16 autocast keep every cached SSM state in float32."""
+    model = tiny_model("ssm").eval()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 11))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = model.init_cache(2)
+        out = model(ids[:, :9], cache=cache)
+        for t in (9, 10):
+            out = model(ids[:, t:t + 1], cache=out.cache)
+    assert all(s.dtype == torch.float32 for s in out.cache.ssm)
+    assert torch.isfinite(out.logits).all()
 
 
 def test_backend_logged_once(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,8 @@ The Mamba-2 mixer follows Dao & Gu 2024 ("Transformers are SSMs", arXiv:2405.210
     dt = softplus(dt + dt_bias);  A = -exp(A_log)   (one scalar decay per head)
     y = SSD(x, dt, A, B, C) + D x;  out = W_out RMSNorm(y * silu(z))
 The scan itself (chunked for training/prefill, an O(1) step for decoding, mamba-ssm kernels on
-CUDA when installed) is in `ssd_scan.py`. Each layer is pre-norm: x + mixer(norm(x)), followed by
+CUDA when installed) and the causal conv (causal-conv1d on CUDA when installed) are in
+`ssd_scan.py`; `kernel_backends` says which ran (results metadata, summary.json). Each layer is pre-norm: x + mixer(norm(x)), followed by
 a SwiGLU MLP (x + mlp(norm(x))) unless `mlp=False`, so a layer has roughly the parameters of a
 transformer layer and the ladder compares variants at equal depth.
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from unified.errors import require
 from unified.layers import KVCache, SwiGLU, TransformerBlock, rms_norm
 from unified.model import BodyOutput, LanguageModel, register_variant
-from unified.variants.ssd_scan import scan_backend, ssd_scan  # noqa: F401  (scan_backend is public here)
+from unified.variants.ssd_scan import causal_conv_silu, conv_backend, scan_backend, ssd_scan
 from unified.ops.signed_scan import signed_decay, signed_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # initial softplus(dt_bias) is log-uniform in [DT_MIN, DT_MAX]
@@ -111,15 +112,9 @@ class Mamba2Mixer(nn.Module):
         """u: (b, T, d_model); state: (conv inputs (b, C, k-1), SSM state (b, H, P, N)) of the
         positions before u, or None at the start. Returns the output and the state after u."""
         b, T, _ = u.shape
-        N, P, k = self.opts.d_state, self.opts.headdim, self.opts.d_conv
+        N, P = self.opts.d_state, self.opts.headdim
         z, xbc, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
-        past = u.new_zeros(b, self.conv_dim, k - 1) if state is None else state[0]
-        seq = torch.cat([past, xbc.transpose(1, 2)], dim=-1)  # (b, C, k-1+T)
-        conv_state = seq[..., seq.shape[-1] - (k - 1):]
-        if T == 1:  # decoding step: k products per channel, much cheaper than a conv1d call
-            xbc = F.silu((seq * self.conv.weight[:, 0]).sum(-1) + self.conv.bias)[:, None]
-        else:
-            xbc = F.silu(F.conv1d(seq, self.conv.weight, self.conv.bias, groups=self.conv_dim)).transpose(1, 2)
+        xbc, conv_state = causal_conv_silu(xbc, self.conv.weight, self.conv.bias, None if state is None else state[0])
         x, B, C = xbc.split([self.d_inner, N, N], dim=-1)
         dt = F.softplus(dt + self.dt_bias)
         A = -torch.exp(self.A_log.float())
@@ -152,6 +147,21 @@ class SSMBlock(nn.Module):
             cache.conv[slot], cache.ssm[slot] = new_state
         x = x + self.drop(h)
         return x if self.ffn is None else x + self.ffn(self.norm2(x))
+
+
+def kernel_backends(model_or_device: nn.Module | torch.device | str) -> dict[str, str]:
+    """Which implementations run a model's SSM scan and causal conv (or, for a device, would run
+    them): {"ssm_scan": "mamba_ssm" | "torch-chunked", "conv1d": "causal_conv1d" | "torch"}, both
+    "none" for a model without Mamba-2 layers. Written to every results file and summary.json,
+    so a number can be traced to the kernels that produced it."""
+    if not isinstance(model_or_device, nn.Module):
+        return {"ssm_scan": scan_backend(model_or_device), "conv1d": conv_backend(model_or_device)}
+    mixers = [m for m in model_or_device.modules() if isinstance(m, Mamba2Mixer)]
+    if not mixers:
+        return {"ssm_scan": "none", "conv1d": "none"}
+    device = mixers[0].A_log.device
+    convs = sorted({conv_backend(device, m.conv_dim, m.opts.d_conv) for m in mixers})
+    return {"ssm_scan": scan_backend(device), "conv1d": "+".join(convs)}
 
 
 @register_variant("ssm", aliases=("mamba2",))
