@@ -16,11 +16,11 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
-from unified.errors import CheckpointError
+from unified.errors import CheckpointError, UnifiedError, WriteError
 from unified.model import LanguageModel, model_from_description
 
 FORMAT = "unified-checkpoint-v1"
@@ -37,21 +37,48 @@ def unwrap(model: torch.nn.Module) -> LanguageModel:
             return model  # type: ignore[return-value]
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: a kill at any
-    moment leaves either the old file or the new one, never a truncated one."""
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write` on a fresh temporary file in `path`'s folder (unique name), fsync it, then
+    os.replace it over `path`. A kill at any moment leaves the old file or the new one; a write
+    that fails (full disk, read-only file system) removes the temporary file and raises a
+    one-line WriteError, the old file untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        kept = "the previous file is intact" if path.exists() else "nothing was written"
+        raise WriteError(f"could not write {str(path)!r} ({_reason(exc)}); {kept}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text.rsplit(": ", 1)[-1][:120]
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace: a kill at any
+    moment leaves either the old file or the new one, never a truncated one."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file (config.json, summary.json ...) with the same all-or-nothing guarantee."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -89,7 +116,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, tokenizer_name: st
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at `path`; missing, corrupt or foreign files raise CheckpointError."""
+    """The checkpoint dict at `path`; a missing, corrupt or foreign file, one whose format fields
+    are missing or mistyped, or whose weights do not have the shapes of the model it declares
+    (built on the meta device, so nothing is allocated) raises CheckpointError naming the file
+    and the field or tensor. `weights_only=True`: a crafted pickle cannot run code."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
@@ -100,20 +130,103 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               f"({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(p)!r} is not a unified checkpoint (expected format {FORMAT})")
+    check_fields(ckpt, f"checkpoint {str(p)!r}", {
+        "model": dict, "model.variant": str, "model.size": str, "model.config": dict, "state_dict": dict,
+        "tokenizer": str})
+    for name in ("model.options", "tokenizer_json", "train_config"):
+        if _get(ckpt, name) is not None:
+            check_fields(ckpt, f"checkpoint {str(p)!r}", {name: dict if name != "tokenizer_json" else str})
+    bad = next((k for k, v in ckpt["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)),
+               None)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {str(p)!r}: state_dict entry {bad!r} is not a named tensor")
+    declared = _declared_model(ckpt, f"checkpoint {str(p)!r}")
+    check_state_dict({k: tuple(v.shape) for k, v in declared.state_dict().items()}, ckpt["state_dict"],
+                     f"checkpoint {str(p)!r}")
     return ckpt
 
 
+_KINDS = {dict: "a dict", str: "a string", int: "an integer", float: "a number", list: "a list",
+          torch.Tensor: "a tensor"}
+
+
+def _get(obj: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def check_fields(obj: dict[str, Any], where: str, fields: dict[str, type | tuple[type, ...]]) -> None:
+    """Raise CheckpointError unless every dotted field exists with the given type; the message
+    names the field, what it holds and what it should hold. (bool is not accepted as int.)"""
+    for name, kind in fields.items():
+        value = _get(obj, name)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            want = " or ".join(_KINDS.get(k, k.__name__) for k in kinds)
+            got = "missing" if value is None else f"{type(value).__name__} {_short(value)}"
+            raise CheckpointError(f"{where}: field {name!r} is {got}, expected {want}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, torch.Tensor) else f"of shape {tuple(value.shape)}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_state_dict(expected: dict[str, tuple[int, ...]], stored: dict[str, torch.Tensor], where: str) -> None:
+    """Raise CheckpointError unless `stored` holds exactly the tensors `expected` names, with
+    those shapes; the message names the first missing, unexpected or wrongly shaped tensor."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    if missing or unexpected:
+        what = f"lacks tensor {missing[0]!r}" if missing else f"has unexpected tensor {unexpected[0]!r}"
+        extra = len(missing) + len(unexpected) - 1
+        raise CheckpointError(f"{where} {what}{f' (and {extra} more differences)' if extra else ''}; "
+                              f"its weights do not belong to the model it describes")
+    for k, shape in expected.items():
+        if tuple(stored[k].shape) != tuple(shape):
+            raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(stored[k].shape)}, the model needs "
+                                  f"{tuple(shape)}")
+
+
+def _declared_model(ckpt: dict[str, Any], where: str) -> LanguageModel:
+    """The model a checkpoint describes, built on the meta device (no memory), its options
+    type-checked: a crafted description (a string d_model, vocab_size 2**40 ...) fails here."""
+    from unified.optioncheck import coerce_overrides
+
+    desc = ckpt["model"]
+    try:
+        options = {**{k: v for k, v in desc["config"].items() if k not in ("variant", "size")},
+                   **(desc.get("options") or {})}
+        coerce_overrides(desc["variant"], options, flag="option")
+        return model_from_description(desc, device="meta")
+    except UnifiedError as exc:
+        raise CheckpointError(f"{where} describes a model that cannot be built: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{where} describes a model that cannot be built ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu",
-                          tokenizer_name: str | None = None) -> LanguageModel:
-    """Rebuild the model of a loaded checkpoint; a different tokenizer is an error."""
+                          tokenizer_name: str | None = None, where: str = "checkpoint") -> LanguageModel:
+    """Rebuild the model of a loaded checkpoint; a different tokenizer is an error. The declared
+    model is first built on the meta device and its tensor shapes compared with the stored
+    weights, so a checkpoint never allocates more than the weights it holds."""
     if tokenizer_name is not None and tokenizer_name != ckpt["tokenizer"]:
         raise CheckpointError(f"checkpoint was trained with tokenizer {ckpt['tokenizer']!r}, "
                               f"not {tokenizer_name!r}; use --tokenizer {ckpt['tokenizer']}")
+    declared = _declared_model(ckpt, where)
+    check_state_dict({k: tuple(v.shape) for k, v in declared.state_dict().items()}, ckpt["state_dict"], where)
     model = model_from_description(ckpt["model"], device="cpu")
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint weights do not fit the model they describe: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{where}: weights do not fit the model they describe: {str(exc).splitlines()[0]}") from None
     return model.to(device)
 
 

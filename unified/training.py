@@ -29,12 +29,14 @@ from unified.checkpoint import (load_checkpoint, remove_stale_temps, rng_state, 
                                 unwrap)
 from unified.cli import ensure_writable_dir
 from unified.corpus import load_language
+from unified.devices import check_device
 from unified.data import Curriculum, CurriculumConfig, heldout_examples
 from unified.distributed import (World, all_gather_object, all_reduce_sum, broadcast_object, init_from_env,
                                  rank_zero_first, shutdown, supervised_count)
 from unified.errors import CheckpointError, ConfigError, TrainingError, require
 from unified.evals.algorithmic import score_examples, summarize
 from unified.model import create_model, resolve_variant
+from unified.optioncheck import check_number, coerce_overrides
 from unified.perf import set_matmul_precision
 from unified.plots import plot_run
 from unified.runlog import append_metrics, read_metrics
@@ -92,14 +94,30 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     debug_nan_step: int | None = None  # testing aid: make the loss NaN at this step
 
-    def validate(self) -> None:
-        """Reject impossible values with one clear message each."""
+    def validate(self, world_size: int = 1) -> None:
+        """Reject impossible values with one clear message each, before any data is loaded: every
+        numeric option is checked for range and finiteness, the device against this machine, and
+        each --set value against its option's type (`world_size` processes share a step)."""
         for name in ("batch_size", "seq_len", "grad_accum", "total_tokens", "eval_every", "log_every",
                      "eval_samples", "val_rows", "val_lang_tokens"):
             require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
         require(self.max_steps is None or self.max_steps >= 1, f"--max_steps must be >= 1, got {self.max_steps}")
         require(self.alg_tokens is None or self.alg_tokens >= 0, f"--alg_tokens must be >= 0, got {self.alg_tokens}")
-        require(self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        check_number("--lr", self.lr, 0, low_open=True)
+        check_number("--grad_clip", self.grad_clip, 0, low_open=True)
+        check_number("--min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_number("--weight_decay", self.weight_decay, 0)
+        check_number("--lang_alg_fraction", self.lang_alg_fraction, 0, 1)
+        check_number("--warmup_steps", self.warmup_steps, 0, integer=True)
+        check_number("--seed", self.seed, 0, 2**32 - 1, integer=True)
+        check_number("--debug_nan_step", self.debug_nan_step, 0, integer=True)
+        step_tokens = self.batch_size * self.seq_len * self.grad_accum * world_size
+        require(self.max_steps is not None or self.total_tokens >= step_tokens,
+                f"--total_tokens {self.total_tokens} is less than one optimizer step of {step_tokens} tokens "
+                f"(--batch_size x --seq_len x --grad_accum{' x processes' if world_size > 1 else ''}); "
+                f"give --total_tokens >= {step_tokens} or --max_steps")
+        if self.device != "auto":
+            check_device(self.device)
         require(self.schedule in ("cosine", "wsd", "constant"),
                 f"unknown --schedule {self.schedule!r}; accepted: cosine, wsd, constant")
         require(self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}; accepted: {', '.join(DTYPES)}")
@@ -107,12 +125,12 @@ class TrainConfig:
                 f"--lang_data {self.lang_data!r} and --lang_dataset {self.lang_dataset!r} disagree; give one of them")
         require(self.lang_max_tokens is None or self.lang_max_tokens >= 2,
                 f"--lang_max_tokens must be >= 2, got {self.lang_max_tokens}")
+        self.model_overrides = coerce_overrides(self.variant, self.model_overrides)
         limit = self.model_overrides.get("max_seq_len")
-        require(limit is None or self.seq_len <= int(limit),
+        require(limit is None or self.seq_len <= limit,
                 f"--seq_len {self.seq_len} is longer than the model supports (max_seq_len={limit} from --set); "
                 f"lower --seq_len or raise max_seq_len")
-        if self.use_task_curriculum:
-            self.task_curriculum_config().validate()
+        self.task_curriculum_config().validate()  # checked even when unused: a bad value is a typo either way
 
     @property
     def language_spec(self) -> str:
@@ -163,7 +181,7 @@ class Trainer:
     """One training run; `run()` returns the summary dict."""
 
     def __init__(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1):
-        cfg.validate()
+        cfg.validate(world_size)
         cfg.variant = resolve_variant(cfg.variant)
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.is_main = rank == 0
@@ -203,8 +221,8 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.dtype == "fp16")
         self.val_batches = self.curriculum.validation_batches(cfg.val_rows, cfg.batch_size)
-        self.val_examples = (stratified_heldout(self.tasks, cfg.eval_samples, cfg.seed) if self.task_curriculum
-                             else heldout_examples(self.tasks, "val", cfg.eval_samples, cfg.seed))
+        # distinct val prompts, an equal share per train difficulty (unified.data.heldout_cell)
+        self.val_examples = stratified_heldout(self.tasks, cfg.eval_samples, cfg.seed)
         self.val_rows: dict[str, list[dict[str, Any]]] = {}
         self.step, self.best_val, self.best_step = 0, float("inf"), None
         self.wall_before = 0.0
