@@ -23,9 +23,11 @@ TASKS = ("parity", "copy")
 
 def fake_run(root: Path, variant: str, seed: int, iid: float, ood: float, s_per_mtok: float = 100.0,
              bpb: float | None = 2.0, size: str = "pico", tokens: int = 10_000, params: int = 1000,
-             files: tuple[str, ...] = ("config", "summary", "metrics", "algorithmic", "needle", "perplexity")) -> Path:
+             files: tuple[str, ...] = ("config", "summary", "metrics", "algorithmic", "needle", "perplexity"),
+             floor: float | None = None, stderr: float = 0.01) -> Path:
     """A run folder with known numbers: IID exact match `iid` on every task, OOD `ood` at every
-    length, wall time s_per_mtok seconds per million tokens, bits per byte `bpb`."""
+    length, wall time s_per_mtok seconds per million tokens, bits per byte `bpb`; with `floor`,
+    every cell's chance floor (and standard error `stderr`) as the algorithmic suite writes them."""
     out = root / size / variant / f"seed{seed}"
     out.mkdir(parents=True)
     if "config" in files:
@@ -46,9 +48,12 @@ def fake_run(root: Path, variant: str, seed: int, iid: float, ood: float, s_per_
     meta = {"variant": variant, "size": size, "seed": 0, "grid_version": GRID_VERSION,
             "harness_version": unified.__version__}
     if "algorithmic" in files:
-        tasks = {t: {"iid": {"exact_match": iid}, "ood": {"12": {"exact_match": ood}, "16": {"exact_match": ood}}}
-                 for t in TASKS}
-        alg = {"exact_match": iid, "exact_match_stderr": 0.01, "ood_exact_match": ood, "tasks": tasks}
+        extra = {} if floor is None else {"floor": floor, "exact_match_stderr": stderr, "n_distinct": 100}
+        tasks = {t: {"iid": {"exact_match": iid, **extra},
+                     "ood": {"12": {"exact_match": ood, **extra}, "16": {"exact_match": ood, **extra}}} for t in TASKS}
+        alg = {"exact_match": iid, "exact_match_stderr": stderr, "ood_exact_match": ood,
+               "ood_exact_match_stderr": stderr, "tasks": tasks,
+               **({} if floor is None else {"floor": floor, "ood_floor": floor})}
         (out / "results_algorithmic.json").write_text(json.dumps({"meta": meta, "algorithmic": alg}))
     if "needle" in files:
         needle = {"accuracy": 0.5, "lengths": {"128": {"accuracy": 0.5, "depths": {"0": {"accuracy": 1.0},
