@@ -144,7 +144,7 @@ def test_answers_match_independent_solver(name: str) -> None:
             assert ex.answer == ex.answer.strip() and ex.answer
             assert solve(parse(ex.prompt, tag)) == ex.answer, ex
             assert task.check(ex.answer, ex.answer)
-            assert task.check(" " + ex.answer + "\n", ex.answer)
+            assert not task.check(" " + ex.answer + "\n", ex.answer)  # strict: no whitespace forgiveness
             assert not task.check(ex.answer + "0", ex.answer)
             assert not task.check("", ex.answer)
 

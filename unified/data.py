@@ -4,9 +4,12 @@
   example's difficulty is drawn uniformly from the task's train range up to its level-p value.
 - The language fraction rises linearly over the mix band ending at `alg_tokens`, then stays at
   1 - `lang_alg_fraction` (a persistent algorithmic share, 15% by default).
-- Held-out prompts: every prompt belongs to one split by a hash of its text (10% eval, 5% val,
-  85% train). Training rejects eval/val prompts, so the evaluation grid and the validation set
-  are disjoint from training by construction whatever the seeds (`prompt_split`).
+- Held-out prompts: every prompt belongs to one split by a hash of the canonical member of its
+  equivalence class (10% eval, 5% val, 85% train), so trivial twins (``add 8+51=`` and
+  ``add 51+8=``) share a split. Training rejects eval/val prompts, so the evaluation grid and the
+  validation set are disjoint from training, twins included, whatever the seeds (`prompt_split`).
+- Held-out cells (`heldout_cell`): distinct prompts, an equal share per difficulty (or all of a
+  small difficulty's prompts, enumerated), keyed by task name, split, difficulty and seed only.
 - Batches are a deterministic function of (seed, step, row), so a resumed or multi-process run
   sees exactly the data of an uninterrupted single-process one.
 - Algorithmic rows pack "BOS prompt answer EOS" examples; only answer and EOS tokens are
@@ -17,6 +20,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ import torch
 
 from unified.corpus import TextCorpus
 from unified.errors import ConfigError
-from unified.tasks import Example, Task
+from unified.tasks import Example, Task, task_of_prompt, train_char_bounds
 from unified.tokenizer import Tokenizer
 
 IGNORE = -100
@@ -35,10 +39,23 @@ _BUCKETS = 20
 _SPLIT_OF_BUCKET = {0: "eval", 1: "eval", 2: "val"}  # every other bucket: train
 
 
-def prompt_split(prompt: str) -> str:
-    """Which split a prompt belongs to ("train", "val" or "eval"), from a hash of its text."""
-    bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") % _BUCKETS
+_SPLIT_CODE = {"train": 0, "val": 1, "eval": 2}
+
+
+def prompt_split(prompt: str, task: Task | None = None) -> str:
+    """Which split a prompt belongs to ("train", "val" or "eval"): a SHA-256 of the canonical
+    member of its equivalence class (`Task.canonical_prompt`), so trivial twins such as
+    ``add 8+51=`` and ``add 51+8=`` always share a split. `task` defaults to the registered
+    task named by the prompt's tag; a prompt of no known task is hashed as written."""
+    task = task if task is not None else task_of_prompt(prompt)
+    key = task.canonical_prompt(prompt) if task is not None else prompt
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % _BUCKETS
     return _SPLIT_OF_BUCKET.get(bucket, "train")
+
+
+def name_key(name: str) -> int:
+    """A stable integer for a name (SHA-256, never `hash()`), to key random streams by name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
 
 
 def stream_rng(*keys: int) -> random.Random:
@@ -54,7 +71,7 @@ def sample_split(task: Task, rng: random.Random, split: str, difficulty: int | N
     lo, hi = task.train_range
     for _ in range(max_tries):
         ex = task.sample(rng, difficulty if difficulty is not None else rng.randint(lo, hi))
-        if prompt_split(ex.prompt) == split:
+        if prompt_split(ex.prompt, task) == split:
             return ex
     return None
 
@@ -196,12 +213,95 @@ class Curriculum:
         return out
 
 
+def heldout_cell(task: Task, split: str, difficulties: Sequence[int], n: int, seed: int) -> list[Example]:
+    """A held-out evaluation cell: up to `n` examples of `task` from `split` ("val"/"eval"),
+    stratified over `difficulties` and with distinct prompts only.
+
+    Each difficulty gets an equal share of `n` (the remainder goes one each to the smallest
+    difficulties), or every distinct prompt of that split and difficulty when fewer exist, so a
+    cell may hold fewer than `n`; shares are not moved between difficulties. Prompt spaces of at
+    most `ENUMERATE_CAP` prompts are enumerated (`Task.enumerate`); otherwise prompts are drawn
+    from the task's generator, keeping the first of each distinct prompt in `split` (sampling
+    without replacement). The examples of one difficulty depend only on (task name, split,
+    difficulty, seed) — never on the task's position in a list or on the other difficulties —
+    and a larger `n` extends a smaller one's examples of that difficulty."""
+    if split not in ("val", "eval"):
+        raise ConfigError(f"held-out split must be 'val' or 'eval', got {split!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"cell size must be an integer >= 0, got {n!r}")
+    ds = sorted(set(difficulties))
+    if not ds:
+        raise ConfigError(f"task {task.name!r}: a held-out cell needs at least one difficulty")
+    out: list[Example] = []
+    for i, d in enumerate(ds):
+        share = n // len(ds) + (1 if i < n % len(ds) else 0)
+        if share:
+            out += _difficulty_cell(task, split, d, share, seed)
+    return out
+
+
+@functools.lru_cache(maxsize=512)
+def _split_pool(task: Task, split: str, difficulty: int) -> tuple[Example, ...] | None:
+    """Every example of `split` at `difficulty` in enumeration order, or None when the prompt
+    space is too large to enumerate. Cached per task object (enumeration costs ~10k hashes)."""
+    pool = task.enumerate(difficulty)
+    return None if pool is None else tuple(e for e in pool if prompt_split(e.prompt, task) == split)
+
+
+def _difficulty_cell(task: Task, split: str, difficulty: int, share: int, seed: int) -> list[Example]:
+    """`share` distinct examples of `split` at one difficulty (all of them when fewer exist)."""
+    pool = _split_pool(task, split, difficulty)
+    if pool is not None and len(pool) <= share:
+        return list(pool)
+    rng = stream_rng(seed, 3, name_key(task.name), _SPLIT_CODE[split], difficulty)
+    picked: dict[str, Example] = {}
+    for _ in range(200 * share + 2000):  # ~5-10% of draws land in a held-out split
+        if len(picked) == share:
+            break
+        ex = task.sample(rng, difficulty)
+        if ex.prompt not in picked and prompt_split(ex.prompt, task) == split:
+            picked[ex.prompt] = ex
+    if len(picked) < share and pool is not None:  # a skewed generator on a small space
+        rest = [e for e in pool if e.prompt not in picked]
+        rng.shuffle(rest)
+        for ex in rest[:share - len(picked)]:
+            picked[ex.prompt] = ex
+    return list(picked.values())
+
+
 def heldout_examples(tasks: Sequence[Task], split: str, n_per_task: int, seed: int,
                      difficulty: int | None = None) -> dict[str, list[Example]]:
-    """`n_per_task` examples per task from the held-out `split` (deterministic in `seed`)."""
-    out: dict[str, list[Example]] = {}
-    for ti, task in enumerate(tasks):
-        rng = stream_rng(seed, 3, ti, difficulty or 0, {"val": 1, "eval": 2}.get(split, 0))
-        exs = [sample_split(task, rng, split, difficulty) for _ in range(n_per_task)]
-        out[task.name] = [e for e in exs if e is not None]
-    return out
+    """Deprecated shim for older callers: `heldout_cell` per task at `difficulty` (the whole
+    train range when None), by task name. New code calls `heldout_cell` directly."""
+    return {t.name: heldout_cell(t, split, [difficulty] if difficulty is not None
+                                 else range(t.train_range[0], t.train_range[1] + 1), n_per_task, seed)
+            for t in tasks}
+
+
+def heldout_sets(tasks: Sequence[Task], split: str, n_per_task: int, seed: int) -> dict[str, list[Example]]:
+    """`heldout_cell` over each task's whole train range, by task name (the validation sets)."""
+    return {t.name: heldout_cell(t, split, range(t.train_range[0], t.train_range[1] + 1), n_per_task, seed)
+            for t in tasks}
+
+
+def length_range(examples: Sequence[Example], tokenizer: Tokenizer) -> tuple[int, int]:
+    """(shortest, longest) token length of "BOS prompt answer EOS" over `examples`."""
+    if not examples:
+        raise ConfigError("length_range needs at least one example")
+    lengths = [len(encode_example(tokenizer, ex)[0]) for ex in examples]
+    return min(lengths), max(lengths)
+
+
+def train_length_range(task: Task, tokenizer: Tokenizer) -> tuple[int, int]:
+    """(shortest, longest) token length of "BOS prompt answer EOS" over every training example
+    of `task`. Exact for the byte tokenizer (one token per ASCII character plus BOS and EOS,
+    from `train_char_bounds`); for other tokenizers it is the range over the enumerated train
+    space where small and 2,000 generator draws per difficulty otherwise (an estimate)."""
+    if tokenizer.name == "byte":
+        lo, hi = train_char_bounds(task)
+        return lo + 2, hi + 2
+    rng = stream_rng(0, 4, name_key(task.name))
+    exs: list[Example] = []
+    for d in range(task.train_range[0], task.train_range[1] + 1):
+        exs += task.enumerate(d) or [task.sample(rng, d) for _ in range(2000)]
+    return length_range(exs, tokenizer)

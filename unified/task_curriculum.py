@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from unified.data import heldout_examples
+from unified.data import heldout_sets
 from unified.errors import ConfigError, require
 from unified.tasks import Example, Task
 
@@ -245,23 +245,11 @@ class TaskCurriculum:
 
 
 def stratified_heldout(tasks: Sequence[Task], n_per_task: int, seed: int) -> dict[str, list[Example]]:
-    """Held-out `val` examples spread evenly over each task's train range, easiest first (with
-    fewer examples than difficulties, the easiest get one each; a difficulty whose few prompts all
-    fall outside `val`, such as 1-letter copies, passes its share to the next), so competence is
-    measurable at every level; the same distribution as uniform draws, with less noise."""
-    out: dict[str, list[Example]] = {}
-    for task in tasks:
-        lo, hi = task.train_range
-        size = hi - lo + 1
-        exs: list[Example] = []
-        owed = 0
-        for i, d in enumerate(range(lo, hi + 1)):
-            count = owed + n_per_task // size + (1 if i < n_per_task % size else 0)
-            got = heldout_examples([task], "val", count, seed, difficulty=d)[task.name] if count else []
-            exs += got
-            owed = count - len(got)
-        out[task.name] = exs
-    return out
+    """The validation sets, by task name: `heldout_cell` of the `val` split over each task's whole
+    train range (distinct prompts, an equal share per difficulty, all of a difficulty's val
+    prompts when fewer exist), so competence is measurable at every level; used with and without
+    a task curriculum."""
+    return heldout_sets(tasks, "val", n_per_task, seed)
 
 
 def competence_scores(rows_by_task: dict[str, list[dict[str, Any]]], curriculum: TaskCurriculum) -> dict[str, float]:
