@@ -62,6 +62,8 @@ def build_parser() -> ArgumentParser:
                    help="dag: share of algorithmic rows given to mastered tasks")
     p.add_argument("--eval_every", type=int, default=d.eval_every, help="steps between validation + checkpoint")
     p.add_argument("--eval_samples", type=int, default=d.eval_samples, help="validation prompts per task")
+    p.add_argument("--val_lang_tokens", type=int, default=d.val_lang_tokens,
+                   help="held-out language tokens scored at each validation (val_lang_loss and its stderr)")
     p.add_argument("--log_every", type=int, default=d.log_every)
     p.add_argument("--grad_clip", type=float, default=d.grad_clip)
     p.add_argument("--dtype", default=d.dtype, choices=["fp32", "bf16", "fp16"], help="autocast precision")
