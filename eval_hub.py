@@ -1,7 +1,9 @@
 """Evaluate a checkpoint: python eval_hub.py --checkpoint runs/nano_act/best_model.pt --suite all
 
 Thin wrapper over `unified.evals.hub`. Without --checkpoint the newest runs/*/best_model.pt is used.
-Results go to --out_dir (default: the checkpoint's folder) as results_<suite>.json.
+Results go to --out_dir (default: the checkpoint's folder) as results_<suite>.json, or as
+results_<suite>@<tag>.json when an option changes the model or the grid (--override, --K,
+--tasks, --limit, --ood, --seed, needle and perplexity grid options).
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ from pathlib import Path
 import torch
 
 from unified.cli import ArgumentParser, ensure_writable_dir, parse_overrides, run_cli, set_offline_if_unreachable
+from unified.devices import check_device
 from unified.errors import ConfigError
+from unified.evals.algorithmic import parse_ood_grid
 from unified.evals.hub import SUITE_ALIASES, SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
 from unified.perf import MATMUL_PRECISIONS, set_matmul_precision
+from unified.tasks import resolve_tasks
 
 
 def _number_list(kind: type, flag: str):
@@ -37,11 +42,19 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="examples per algorithmic grid cell (default 100); also caps the needle samples per cell "
                         "when --needle_samples is not given")
+    p.add_argument("--ood", nargs="+", default=None, metavar="TASK=V1,V2",
+                   help="algorithmic: OOD values of the named tasks instead of their defaults, e.g. "
+                        "--ood parity=16,32,64,128 addition=5,6")
     p.add_argument("--seed", type=int, default=0, help="which held-out examples are drawn")
     p.add_argument("--batch_size", type=int, default=64)
     nd, pd = NeedleSettings(), PerplexitySettings()
-    p.add_argument("--context_lengths", nargs="+", type=_number_list(int, "--context_lengths"), default=None,
-                   help=f"needle: prompt lengths in tokens (default {' '.join(map(str, nd.context_lengths))})")
+    p.add_argument("--needle_lengths", "--context_lengths", dest="context_lengths", nargs="+",
+                   type=_number_list(int, "--needle_lengths"), default=None,
+                   help="needle: absolute prompt lengths in tokens, e.g. 1024,2048,4096 (default: "
+                        f"{','.join(f'{f:g}' for f in nd.length_factors)} x the checkpoint's training seq_len)")
+    p.add_argument("--needle_factors", nargs="+", type=_number_list(float, "--needle_factors"), default=None,
+                   help="needle: prompt lengths as multiples of the checkpoint's training seq_len "
+                        f"(default {','.join(f'{f:g}' for f in nd.length_factors)})")
     p.add_argument("--depths", nargs="+", type=_number_list(float, "--depths"), default=None,
                    help=f"needle: needle depths in [0, 1] (default {' '.join(f'{d:g}' for d in nd.depths)})")
     p.add_argument("--needle_samples", type=int, default=None,
@@ -79,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag} must be >= 1, got {value}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    check_device(args.device)
+    tasks = [t for item in (args.tasks or []) for t in item.split(",") if t] or None
+    ood = parse_ood_grid(args.ood, resolve_tasks(tasks))
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     if args.threads:
@@ -87,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ppl_max_tokens < 0:
         raise ConfigError(f"--ppl_max_tokens must be >= 0 (0 = all), got {args.ppl_max_tokens}")
     flat = {name: [x for part in getattr(args, name) for x in part] if getattr(args, name) else None
-            for name in ("context_lengths", "depths")}
-    NeedleSettings(context_lengths=flat["context_lengths"] or NeedleSettings().context_lengths,
-                   depths=flat["depths"] or NeedleSettings().depths).validate()
+            for name in ("context_lengths", "depths", "needle_factors")}
+    NeedleSettings(context_lengths=flat["context_lengths"], depths=flat["depths"] or NeedleSettings().depths,
+                   length_factors=flat["needle_factors"] or NeedleSettings().length_factors).validate()
     ckpt = args.checkpoint
     if ckpt is None:
         ckpt = newest_checkpoint()
@@ -99,14 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides["K"] = args.K
     torch.manual_seed(args.seed)
     ctx = load_for_eval(ckpt, device=args.device, tokenizer=args.tokenizer, overrides=overrides)
-    tasks = [t for item in (args.tasks or []) for t in item.split(",") if t] or None
     out_dir = args.out_dir or str(ctx.checkpoint_path.parent)
     ensure_writable_dir(out_dir, "--out_dir")  # fail now, not after the evaluation
-    ctx.options = {"tasks": tasks, "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size,
-                   "context_lengths": flat["context_lengths"], "depths": flat["depths"],
-                   "needle_samples": args.needle_samples, "text_file": args.text_file,
-                   "ppl_dataset": args.ppl_dataset, "ppl_max_tokens": args.ppl_max_tokens,
-                   "ppl_prefix": args.ppl_prefix, "out_dir": out_dir}
+    ctx.options.update({"tasks": tasks, "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size,
+                        "ood": ood, "context_lengths": flat["context_lengths"], "depths": flat["depths"],
+                        "needle_factors": flat["needle_factors"], "needle_samples": args.needle_samples,
+                        "text_file": args.text_file, "ppl_dataset": args.ppl_dataset,
+                        "ppl_max_tokens": args.ppl_max_tokens, "ppl_prefix": args.ppl_prefix, "out_dir": out_dir})
     written = run_suites(ctx, args.suite, out_dir)
     for name, path in written.items():
         print(f"{name}: wrote {path}")
@@ -114,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(path.read_text())["perplexity"]
             if not res.get("available", True):
                 print(f"note: perplexity not measured: {res['reason']}")
-    if (Path(out_dir) / "needle.png").is_file() and "needle" in written:
-        print(f"needle: drew {Path(out_dir) / 'needle.png'}")
+    if "needle" in written:
+        plot = json.loads(written["needle"].read_text())["needle"].get("plot")
+        if plot and (Path(out_dir) / plot).is_file():
+            print(f"needle: drew {Path(out_dir) / plot}")
     return 0
 
 

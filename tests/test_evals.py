@@ -210,10 +210,14 @@ def test_suite_all_runs_for_every_variant(tmp_path: Path, variant: str) -> None:
     r = run_cli("eval_hub.py", "--checkpoint", str(ckpt), *QUICK, "--tasks", "parity,copy", "--out_dir", str(out),
                 cwd=tmp_path)
     assert r.returncode == 0, f"{variant}: {r.stderr[-3000:]}"
-    for name in ("algorithmic", "needle", "perplexity", "all"):
-        assert (out / f"results_{name}.json").is_file(), name
-    assert (out / "needle.png").stat().st_size > 0
-    res = json.loads((out / "results_all.json").read_text())["all"]
+    # every option above changes the grid, so each file is named by its options (tags sorted by key)
+    names = {"results_algorithmic@limit=1,tasks=copy-parity.json",
+             "results_needle@needle_lengths=96-160,needle_samples=1.json",
+             "results_perplexity@ppl_max_tokens=600.json",
+             "results_all@limit=1,needle_lengths=96-160,needle_samples=1,ppl_max_tokens=600,tasks=copy-parity.json"}
+    assert {p.name for p in out.glob("results_*.json")} == names
+    assert (out / "needle@needle_lengths=96-160,needle_samples=1.png").stat().st_size > 0
+    res = json.loads(next(out.glob("results_all@*.json")).read_text())["all"]
     assert set(res) == {"algorithmic", "needle", "perplexity"}
     needle = res["needle"]
     assert needle["lengths"]["96"]["beyond_train_len"] is False and needle["lengths"]["160"]["beyond_train_len"] is True
@@ -238,7 +242,8 @@ def test_same_checkpoint_and_seed_give_identical_results(tmp_path: Path) -> None
     for name, first in files["1"].items():
         assert first["meta"]["wall_time_s"] >= 0 and "timestamp" in first["meta"]
         assert strip_volatile(first) == strip_volatile(files["2"][name]), name
-    assert files["1"]["results_needle.json"]["meta"]["needle_settings"]["seed"] == 5
+    needle = next(v for k, v in files["1"].items() if k.startswith("results_needle@"))
+    assert needle["meta"]["needle_settings"]["seed"] == 5 and needle["meta"]["eval_options"]["seed"] == 5
 
 
 def test_suite_all_without_language_data_still_completes(tmp_path: Path) -> None:

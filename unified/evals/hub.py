@@ -2,10 +2,14 @@
 
 Suites register in `SUITES` (name -> function(EvalContext) -> payload dict); `--suite all` runs
 every registered suite and also writes a combined results_all.json. Aliases map old names.
+Evaluation-time options that change the model or a suite's grid are that suite's `eval_options`
+(`suite_eval_options`); when there are any, results go to `results_<suite>@<tag>.json` and the
+as-trained `results_<suite>.json` is left alone.
 """
 from __future__ import annotations
 
 import glob
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,13 +19,13 @@ from typing import Any, Callable
 import torch
 
 from unified.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
-from unified.errors import CheckpointError, UnknownNameError
-from unified.evals.algorithmic import AlgorithmicSettings, run_algorithmic
+from unified.errors import CheckpointError, ConfigError, UnknownNameError
+from unified.evals.algorithmic import DEFAULT_LIMIT, AlgorithmicSettings, run_algorithmic
 from unified.evals.needle import NeedleSettings, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
-from unified.evals.results import base_meta, write_results
+from unified.evals.results import base_meta, options_tag, write_results
 from unified.model import LanguageModel
-from unified.tasks import resolve_tasks
+from unified.tasks import TASK_NAMES, resolve_tasks
 from unified.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -40,24 +44,43 @@ class EvalContext:
 def suite_algorithmic(ctx: EvalContext) -> dict[str, Any]:
     """Algorithmic IID + OOD grid (`unified.evals.algorithmic`)."""
     o = ctx.options
-    settings = AlgorithmicSettings(limit=o.get("limit") or 100, seed=o.get("seed", 0),
-                                   batch_size=o.get("batch_size", 64))
+    settings = AlgorithmicSettings(limit=o.get("limit") or DEFAULT_LIMIT, seed=o.get("seed", 0),
+                                   batch_size=o.get("batch_size", 64), ood_grid=dict(o.get("ood") or {}))
     ctx.meta_extra["algorithmic_settings"] = asdict(settings)
     return run_algorithmic(ctx.model, ctx.tokenizer, resolve_tasks(o.get("tasks")), settings)
 
 
-def suite_needle(ctx: EvalContext) -> dict[str, Any]:
-    """Passkey retrieval over context length x depth (`unified.evals.needle`); draws needle.png
-    into the output folder. `--limit` caps the samples per cell unless --needle_samples is given."""
+def needle_settings(ctx: EvalContext) -> NeedleSettings:
+    """The needle grid of these options: lengths relative to the checkpoint's training sequence
+    length unless absolute ones are given; `--limit` caps the samples unless --needle_samples is given."""
     o = ctx.options
     default = NeedleSettings()
     samples = o.get("needle_samples") or min(default.samples, o.get("limit") or default.samples)
-    settings = NeedleSettings(context_lengths=tuple(o.get("context_lengths") or default.context_lengths),
-                              depths=tuple(o["depths"]) if o.get("depths") is not None else default.depths,
-                              samples=samples, seed=o.get("seed", 0), batch_size=o.get("batch_size", 64))
+    lengths = o.get("context_lengths")
+    return NeedleSettings(context_lengths=tuple(lengths) if lengths else None,
+                          depths=tuple(o["depths"]) if o.get("depths") is not None else default.depths,
+                          samples=samples, seed=o.get("seed", 0), batch_size=o.get("batch_size", 64),
+                          length_factors=tuple(o.get("needle_factors") or default.length_factors),
+                          train_len=training_length(ctx))
+
+
+def training_length(ctx: EvalContext) -> int:
+    """The sequence length the checkpoint was trained at (its train_config), else the model's max_seq_len."""
+    seq_len = (ctx.checkpoint.get("train_config") or {}).get("seq_len")
+    if isinstance(seq_len, int) and not isinstance(seq_len, bool) and seq_len > 0:
+        return seq_len
+    return int(ctx.model.cfg.max_seq_len)
+
+
+def suite_needle(ctx: EvalContext) -> dict[str, Any]:
+    """Passkey retrieval over context length x depth (`unified.evals.needle`); draws needle.png
+    into the output folder (needle@<tag>.png for non-default options)."""
+    o = ctx.options
+    settings = needle_settings(ctx)
     ctx.meta_extra["needle_settings"] = asdict(settings)
     out_dir = o.get("out_dir")
-    plot = Path(out_dir) / "needle.png" if out_dir else None
+    tag = options_tag(suite_eval_options(ctx, "needle"))
+    plot = Path(out_dir) / (f"needle@{tag}.png" if tag else "needle.png") if out_dir else None
     return run_needle(ctx.model, ctx.tokenizer, settings, plot_path=plot)
 
 
@@ -96,17 +119,103 @@ def newest_checkpoint(root: str | Path = "runs") -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
+def check_overrides(model: LanguageModel, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` checked against the variant: each key must be one of its `eval_overridable`
+    options and each value of that option's type (counts are integers >= 1, switches true or
+    false); otherwise a one-line ConfigError saying what is accepted."""
+    out: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if name not in model.eval_overridable:
+            accepted = ", ".join(model.eval_overridable) or "none"
+            raise ConfigError(f"option {name!r} cannot be changed after training for variant "
+                              f"{model.cfg.variant!r}; changeable: {accepted}")
+        current = getattr(model.opts, name)
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"--override {name}={value!r}: must be true or false")
+        elif isinstance(current, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--override {name}={value!r}: must be an integer >= 1")
+        elif isinstance(current, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"--override {name}={value!r}: must be a finite number")
+            value = float(value)
+        out[name] = value
+    return out
+
+
 def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | None = None,
                   overrides: dict[str, Any] | None = None) -> EvalContext:
-    """Load checkpoint + model + tokenizer (the checkpoint's own unless one is named)."""
+    """Load checkpoint + model + tokenizer (the checkpoint's own unless one is named); apply the
+    checked `overrides` (recorded in `options["overrides"]`, so results say they were used)."""
     ckpt = load_checkpoint(path)
     name = tokenizer or ckpt["tokenizer"]
     tok = load_tokenizer(name, tokenizer_json=ckpt.get("tokenizer_json") if name == ckpt["tokenizer"] else None)
     model = model_from_checkpoint(ckpt, device=device, tokenizer_name=tok.name)
-    if overrides:
-        model.apply_overrides(**overrides)
+    checked = check_overrides(model, overrides or {})
+    if checked:
+        model.apply_overrides(**checked)
     model.eval()
-    return EvalContext(model=model, tokenizer=tok, checkpoint=ckpt, checkpoint_path=Path(path))
+    return EvalContext(model=model, tokenizer=tok, checkpoint=ckpt, checkpoint_path=Path(path),
+                       options={"overrides": checked})
+
+
+def suite_eval_options(ctx: EvalContext, suite: str) -> dict[str, Any]:
+    """The evaluation-time options that make `suite`'s results differ from the as-trained ones:
+    model overrides (every suite), and the grid options the suite reads when they are not the
+    defaults (algorithmic: tasks, limit, ood, seed; needle: lengths, factors, depths, samples,
+    seed; perplexity: text source, max tokens, prefix). "all": the union. Empty = as trained."""
+    if suite == "all":
+        out: dict[str, Any] = {}
+        for name in SUITES:
+            out.update(suite_eval_options(ctx, name))
+        return out
+    o = ctx.options
+    out = dict(o.get("overrides") or {})
+    if suite == "algorithmic":
+        tasks = sorted(t.name for t in resolve_tasks(o.get("tasks")))
+        if tasks != sorted(TASK_NAMES):
+            out["tasks"] = tasks
+        if (o.get("limit") or DEFAULT_LIMIT) != DEFAULT_LIMIT:
+            out["limit"] = o["limit"]
+        grid = {name: list(v) for name, v in sorted((o.get("ood") or {}).items())
+                if tuple(v) != tuple(resolve_tasks([name])[0].ood_values)}
+        if grid:
+            out["ood"] = grid
+        if o.get("seed", 0) != 0:
+            out["seed"] = o["seed"]
+    elif suite == "needle":
+        s, d = needle_settings(ctx), NeedleSettings()
+        if s.context_lengths is not None:
+            out["needle_lengths"] = sorted({int(n) for n in s.context_lengths})
+        elif tuple(map(float, s.length_factors)) != tuple(map(float, d.length_factors)):
+            out["needle_factors"] = [float(f) for f in s.length_factors]
+        if tuple(map(float, s.depths)) != tuple(map(float, d.depths)):
+            out["depths"] = [float(x) for x in s.depths]
+        if s.samples != d.samples:
+            out["needle_samples"] = s.samples
+        if s.seed != 0:
+            out["seed"] = s.seed
+    elif suite == "perplexity":
+        d = PerplexitySettings()
+        if o.get("text_file"):
+            out["text_file"] = text_file_id(o["text_file"])
+        if o.get("ppl_dataset"):
+            out["ppl_dataset"] = o["ppl_dataset"]
+        if "ppl_max_tokens" in o and (o["ppl_max_tokens"] or None) != d.max_tokens:
+            out["ppl_max_tokens"] = o["ppl_max_tokens"]
+        if o.get("ppl_prefix") and o["ppl_prefix"] != d.prefix:
+            out["ppl_prefix"] = o["ppl_prefix"]
+    return out
+
+
+def text_file_id(path: str | Path) -> str:
+    """`<file stem>-<first 8 hex of its sha256>` (the content names it, wherever it lies)."""
+    p = Path(path)
+    try:
+        return f"{p.stem}-{file_sha256(p)[:8]}"
+    except OSError:
+        return p.stem
 
 
 def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, Path]:
@@ -121,17 +230,18 @@ def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, P
         t0 = time.time()
         ctx.meta_extra = {}
         payload = SUITES[name](ctx)
-        meta = suite_meta(ctx, sha, time.time() - t0)
-        written[name] = write_results(out_dir, name, payload, meta)
+        meta = suite_meta(ctx, sha, time.time() - t0, suite_eval_options(ctx, name))
+        written[name] = write_results(out_dir, name, payload, meta, tag=meta["eval_tag"])
         payloads[name] = payload
     if SUITE_ALIASES.get(suite, suite) == "all":
-        meta = suite_meta(ctx, sha, time.time() - t_all)
-        written["all"] = write_results(out_dir, "all", payloads, meta)
+        meta = suite_meta(ctx, sha, time.time() - t_all, suite_eval_options(ctx, "all"))
+        written["all"] = write_results(out_dir, "all", payloads, meta, tag=meta["eval_tag"])
     return written
 
 
-def suite_meta(ctx: EvalContext, sha: str, wall: float) -> dict[str, Any]:
-    """Results metadata of one suite run (DESIGN contract 4)."""
+def suite_meta(ctx: EvalContext, sha: str, wall: float, eval_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Results metadata of one suite run (DESIGN contract 4), with the non-default evaluation
+    options (`eval_options`, {} = as trained) and the file-name tag made from them."""
     m = ctx.model
     p = next(m.parameters())
     desc = ctx.checkpoint["model"]
@@ -141,4 +251,5 @@ def suite_meta(ctx: EvalContext, sha: str, wall: float) -> dict[str, Any]:
                      tokenizer=ctx.tokenizer.name, seed=ctx.options.get("seed", 0),
                      decoding={"strategy": "greedy", "cache": True}, device=str(p.device), dtype=str(p.dtype),
                      threads=torch.get_num_threads(),
-                     train_step=ctx.checkpoint.get("step"), wall_time_s=wall, **ctx.meta_extra)
+                     train_step=ctx.checkpoint.get("step"), wall_time_s=wall,
+                     eval_options=eval_options or {}, eval_tag=options_tag(eval_options or {}), **ctx.meta_extra)

@@ -11,9 +11,12 @@ encoded pieces (filler sentences, needle, question) and the haystack is cut to f
 length is one equal-length group for `unified.decoding.generate` (no padding, so recurrent
 variants need no masks). The filler has no digits, so the code is the only number in the prompt.
 Sample i of a length uses the same haystack and code at every depth (a paired design: depths
-differ only in where the needle sits). Lengths above the model's training context are run and
-flagged `beyond_train_len`; a length is skipped only when the model cannot run it at all (its own
-error or out of memory), and the reason is recorded.
+differ only in where the needle sits). By default the lengths are multiples of the checkpoint's
+training sequence length (`length_factors`, 0.5x .. 8x), so both in-distribution retrieval and
+extrapolation are measured; `context_lengths` sets absolute lengths instead (e.g. 1024, 2048,
+4096). Each length is labelled `regime` "in_distribution" (at most the training length) or
+"extrapolation" (`beyond_train_len`); a length is skipped only when the model cannot run it at
+all (its own error or out of memory), and the reason is recorded.
 """
 from __future__ import annotations
 
@@ -69,21 +72,32 @@ QUESTION = "\nWhat is the secret code? The secret code is"
 class NeedleSettings:
     """Grid and decoding of the needle suite."""
 
-    context_lengths: Sequence[int] = (1024, 2048, 4096)
+    context_lengths: Sequence[int] | None = None  # absolute lengths; None: length_factors x train_len
     depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
     samples: int = 5  # prompts per (length, depth) cell
     seed: int = 0
     batch_size: int = 64
     max_batch_tokens: int = 1 << 16  # prompt tokens per decoding batch (bounds activation memory)
+    length_factors: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0)  # of train_len, when context_lengths is None
+    train_len: int | None = None  # the checkpoint's training sequence length (default: the model's max_seq_len)
 
     def validate(self) -> None:
         """Reject impossible grids with one clear message."""
-        if not self.context_lengths or any(int(n) < 1 for n in self.context_lengths):
-            raise ConfigError(f"--context_lengths must be positive integers, got {list(self.context_lengths)}")
+        if self.context_lengths is not None and (not self.context_lengths
+                                                 or any(int(n) < 1 for n in self.context_lengths)):
+            raise ConfigError(f"--needle_lengths must be positive integers, got {list(self.context_lengths)}")
+        if not self.length_factors or any(not float(f) > 0 for f in self.length_factors):
+            raise ConfigError(f"--needle_factors must be positive numbers, got {list(self.length_factors)}")
         if not self.depths or any(not 0.0 <= float(d) <= 1.0 for d in self.depths):
             raise ConfigError(f"--depths must be numbers in [0, 1], got {list(self.depths)}")
         if self.samples < 1:
             raise ConfigError(f"--needle_samples must be >= 1, got {self.samples}")
+
+    def lengths(self, train_len: int) -> list[int]:
+        """The context lengths evaluated: the absolute ones, else round(factor x train_len)."""
+        if self.context_lengths is not None:
+            return sorted({int(n) for n in self.context_lengths})
+        return sorted({max(1, round(float(f) * train_len)) for f in self.length_factors})
 
 
 @dataclass
@@ -201,8 +215,8 @@ def run_needle(model: LanguageModel, tokenizer: Tokenizer, settings: NeedleSetti
     lengths with reasons; also draws the depth x length heatmap at `plot_path`."""
     settings.validate()
     builder = NeedleBuilder(tokenizer)
-    train_len = int(model.cfg.max_seq_len)
-    lengths = sorted({int(n) for n in settings.context_lengths})
+    train_len = int(settings.train_len or model.cfg.max_seq_len)
+    lengths = settings.lengths(train_len)
     depths = [float(d) for d in settings.depths]
     per_length: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -225,7 +239,9 @@ def run_needle(model: LanguageModel, tokenizer: Tokenizer, settings: NeedleSetti
             cell_rows = [r for r in rows if r["depth"] == d]
             cells[f"{d:g}"] = {**_summary(cell_rows),
                                "actual_depth": sum(r["actual_depth"] for r in cell_rows) / len(cell_rows)}
-        per_length[str(length)] = {**_summary(rows), "beyond_train_len": length > train_len, "depths": cells,
+        per_length[str(length)] = {**_summary(rows), "beyond_train_len": length > train_len,
+                                   "regime": "extrapolation" if length > train_len else "in_distribution",
+                                   "length_factor": length / train_len, "depths": cells,
                                    "examples": [{k: r[k] for k in ("depth", "code", "prediction", "correct")}
                                                 for r in rows[:: max(1, settings.samples)][:3]]}
         all_rows += rows
@@ -237,7 +253,9 @@ def run_needle(model: LanguageModel, tokenizer: Tokenizer, settings: NeedleSetti
         "accuracy_within_train_len": (sum(v["accuracy"] * v["n"] for v in within) / sum(v["n"] for v in within)
                                       if within else None),
         "train_len": train_len, "lengths": per_length, "skipped_lengths": skipped,
-        "grid": {"context_lengths": lengths, "depths": depths, "samples": settings.samples,
+        "grid": {"context_lengths": lengths, "relative": settings.context_lengths is None,
+                 "length_factors": [float(f) for f in settings.length_factors] if settings.context_lengths is None
+                 else None, "depths": depths, "samples": settings.samples,
                  "code_digits": CODE_DIGITS, "needle": NEEDLE_TEMPLATE, "question": QUESTION},
         "seed": settings.seed,
     }
