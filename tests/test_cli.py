@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import PICO_TRAIN, run_cli
+from unified.tasks import get_task
 
 CONTRACT_FILES = ["config.json", "metrics.jsonl", "summary.json", "loss.png", "accuracy.png", "best_model.pt", "last.pt"]
 
@@ -50,7 +51,7 @@ def test_second_run_gets_a_suffix_and_eval_picks_the_newest(trained: Path) -> No
     r = run_cli("eval_hub.py", "--suite", "algorithmic", "--limit", "2", "--tasks", "parity", cwd=trained)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "pico_shared_loop_2" in r.stdout
-    assert (trained / "runs" / "pico_shared_loop_2" / "results_algorithmic.json").is_file()
+    assert (trained / "runs" / "pico_shared_loop_2" / "results_algorithmic@limit=2,tasks=parity.json").is_file()
 
 
 def test_eval_algorithmic_writes_results_with_meta(trained: Path) -> None:
@@ -59,7 +60,7 @@ def test_eval_algorithmic_writes_results_with_meta(trained: Path) -> None:
     r = run_cli("eval_hub.py", "--checkpoint", str(ckpt), "--suite", "algorithmic", "--limit", "3",
                 "--out_dir", str(out), cwd=trained)
     assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads((out / "results_algorithmic.json").read_text())
+    res = json.loads((out / "results_algorithmic@limit=3.json").read_text())  # --limit: not the as-trained file
     meta = res["meta"]
     for key in ("harness_version", "git_commit", "checkpoint", "checkpoint_sha256", "variant", "size", "params",
                 "tokenizer", "seed", "decoding", "grid_version", "device", "dtype", "torch_version", "wall_time_s"):
@@ -68,7 +69,8 @@ def test_eval_algorithmic_writes_results_with_meta(trained: Path) -> None:
     assert set(alg["tasks"]) == {"mod_add", "parity", "addition", "multiplication", "copy", "reverse", "dyck",
                                  "chain", "compare", "successor"}
     parity = alg["tasks"]["parity"]
-    assert parity["iid"]["n"] == 3 and set(parity["ood"]) == {"12", "16", "32"}
+    assert 1 <= parity["iid"]["n"] == parity["iid"]["n_distinct"] <= 3  # stratified: <= 1 per difficulty
+    assert set(parity["ood"]) == {str(v) for v in get_task("parity").ood_values}
     assert 0.0 <= alg["exact_match"] <= 1.0 and "exact_match_stderr" in alg
 
 

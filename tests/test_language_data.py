@@ -262,5 +262,5 @@ def test_train_with_bpe_on_local_text_writes_tokenizer_and_eval_reloads_it(share
     r = run_cli("eval_hub.py", "--checkpoint", "run/best_model.pt", "--suite", "algorithmic", "--limit", "1",
                 "--tasks", "copy", cwd=tmp_path, env={"UNIFIED_CACHE": str(tmp_path / "empty_cache")})
     assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads((tmp_path / "run" / "results_algorithmic.json").read_text())
+    res = json.loads((tmp_path / "run" / "results_algorithmic@limit=1,tasks=copy.json").read_text())
     assert res["meta"]["tokenizer"] == config["tokenizer_name"]
