@@ -79,12 +79,22 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def given_options(argv: list[str] | None) -> set[str]:
+    """TrainConfig fields set explicitly on the command line (on --resume the others take the
+    stored run's values): the parse of `argv` with every default suppressed."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(probe.parse_args(argv)))
+    return {"model_overrides" if name == "overrides" else name for name in given}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_offline_if_unreachable()
     kw = {k: v for k, v in vars(args).items() if k != "overrides"}
     cfg = TrainConfig(**kw, model_overrides=parse_overrides(args.overrides))
-    summary = train(cfg)
+    summary = train(cfg, given=given_options(argv))
     if summary:
         out = summary["output_dir"]
         print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_time_s']:.0f}s, "

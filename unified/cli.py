@@ -7,9 +7,12 @@ so a hub name fails at once with our one-line error.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -45,16 +48,42 @@ def ensure_writable_dir(path: str | Path, what: str = "output dir") -> Path:
     return path
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (see `run_cli`), so `finally`
+    blocks run: temporary files are removed and the run folder's lock is released."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+# A full disk, a quota or a read-only file system during a write: one line, not a traceback.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a CLI main; a UnifiedError becomes one line on stderr and exit status 2."""
+    """Run a CLI main; a UnifiedError (or a full disk) becomes one line on stderr and exit
+    status 2. SIGINT ends it with "interrupted" (130), SIGTERM with "terminated" (143), after
+    the cleanup of whatever was running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         code = main(argv)
     except UnifiedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"error: could not write{where} ({exc.strerror}); files written before are intact", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     sys.exit(code or 0)
 
 

@@ -25,15 +25,19 @@ class RunLock:
     """The advisory write lock of one run folder; `acquire()` raises a one-line ConfigError
     naming the holder when another process has it. Use as a context manager or call release()."""
 
-    def __init__(self, folder: str | Path):
-        self.path = Path(folder) / LOCK_NAME
+    def __init__(self, folder: str | Path | None = None):
+        self.path = Path(folder) / LOCK_NAME if folder is not None else None
         self.fd: int | None = None
         self.note: str | None = None  # set when the file system cannot lock
 
-    def acquire(self) -> "RunLock":
-        """Take the lock (non-blocking) and write our pid into the lock file."""
+    def acquire(self, folder: str | Path | None = None) -> "RunLock":
+        """Take the lock of `folder` (or the one given at construction), non-blocking, and write
+        our pid into the lock file."""
         import fcntl
 
+        if folder is not None:
+            self.path = Path(folder) / LOCK_NAME
+        assert self.path is not None, "RunLock.acquire needs a folder"
         for _ in range(20):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -73,6 +77,9 @@ class RunLock:
             pass
         os.close(self.fd)
         self.fd = None
+
+    def __del__(self) -> None:
+        self.release()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -25,21 +25,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from unified.checkpoint import (load_checkpoint, remove_stale_temps, rng_state, save_checkpoint, set_rng_state,
-                                unwrap)
+from unified.checkpoint import atomic_write_text, rng_state, unwrap
 from unified.cli import ensure_writable_dir
 from unified.corpus import load_language
 from unified.devices import check_device
 from unified.data import Curriculum, CurriculumConfig, heldout_examples
 from unified.distributed import (World, all_gather_object, all_reduce_sum, broadcast_object, init_from_env,
                                  rank_zero_first, shutdown, supervised_count)
-from unified.errors import CheckpointError, ConfigError, TrainingError, require
+from unified.errors import ConfigError, TrainingError, UnifiedError, require
 from unified.evals.algorithmic import score_examples, summarize
 from unified.model import create_model, resolve_variant
 from unified.optioncheck import check_number, coerce_overrides
 from unified.perf import set_matmul_precision
 from unified.plots import plot_run
+from unified.resume import Checkpointing, ResumeState
 from unified.runlog import append_metrics, read_metrics
+from unified.runlock import RunLock
 from unified.task_curriculum import (TaskCurriculum, TaskCurriculumConfig, competence_scores, plot_curriculum,
                                      stratified_heldout)
 from unified.tasks import resolve_tasks
@@ -177,22 +178,36 @@ def resolve_output_dir(cfg: TrainConfig) -> Path:
     return out
 
 
-class Trainer:
-    """One training run; `run()` returns the summary dict."""
+class Trainer(Checkpointing):
+    """One training run; `run()` returns the summary dict. `given` names the options the user
+    set explicitly (None: those differing from the defaults); on --resume the others take the
+    stored run's values (unified.resume). Rank 0 holds the run folder's `lock` (RunLock)."""
 
-    def __init__(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1, given: set[str] | None = None,
+                 lock: RunLock | None = None):
         cfg.validate(world_size)
         cfg.variant = resolve_variant(cfg.variant)
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.is_main = rank == 0
+        self.requested = dataclasses.asdict(cfg)
+        # rank 0 names the run folder (a default one gets a free suffix) and every rank uses it
+        self.out = Path(broadcast_object(str(resolve_output_dir(cfg)) if self.is_main else None, world_size))
+        self.notices: list[str] = []
+        self.resume_state = ResumeState.open(cfg, self.out, given, world_size) if cfg.resume else None
+        if self.resume_state is not None:  # from here on cfg is the stored run plus the allowed changes
+            cfg.validate(world_size)
+            self.notices += self.resume_state.notes
+        self.lock, self.last_saved_step = lock or RunLock(), None
+        if self.is_main:  # one writer per run folder, checked before any long work
+            ensure_writable_dir(self.out, "output dir")
+            self.lock.acquire(self.out)
+            if self.lock.note:
+                self.notices.append(self.lock.note)
         self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         cfg.matmul_precision = set_matmul_precision(cfg.matmul_precision, self.device).setting
         self.tasks = resolve_tasks(cfg.alg_tasks)
         self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world_size
         self.total_steps = cfg.max_steps or max(1, cfg.total_tokens // self.tokens_per_step)
-        # rank 0 names the run folder (a default one gets a free suffix) and every rank uses it
-        self.out = Path(broadcast_object(str(resolve_output_dir(cfg)) if self.is_main else None, world_size))
-        self.notices: list[str] = []
         with rank_zero_first(World(rank, world_size)):  # rank 0 fills token/tokenizer caches first
             self.tokenizer, self.corpus = self.load_language()
         if cfg.alg_tokens is None:  # the run's tokens (--max_steps may shorten total_tokens)
@@ -261,67 +276,6 @@ class Trainer:
         start = (micro * self.world + self.rank) * self.cfg.batch_size
         return range(start, start + self.cfg.batch_size)
 
-    def save(self, name: str) -> None:
-        extra: dict[str, Any] = {}
-        if getattr(self.tokenizer, "json", None):
-            extra["tokenizer_json"] = self.tokenizer.json  # so evaluation rebuilds this very BPE
-        if self.task_curriculum is not None:
-            extra["curriculum"] = self.task_curriculum.state_dict()
-        if self.corpus is not None:  # the resolved source: load_corpus(language["source"]) rebuilds it
-            extra["language"] = self.language_info()
-        save_checkpoint(self.out / name, self.model, self.tokenizer.name, **extra,
-                        train_config=dataclasses.asdict(self.cfg), step=self.step,
-                        optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                        rng=self.rng_record(), scaler=self.scaler.state_dict(),
-                        log_window={"acc": dict(self.log_acc), "n": self.log_n},
-                        best_val=self.best_val, best_step=self.best_step,
-                        wall_time_s=self.wall_before + time.time() - self.t0)
-
-    def rng_record(self) -> dict[str, Any]:
-        """RNG states for the checkpoint: this process's, plus every rank's under DDP ("ranks",
-        gathered at the last validation) so each rank's dropout stream continues on resume."""
-        rngs = [rng_state(self.device), *self.rank_rngs[1:]]  # rank 0's as of now (after validation)
-        return {**rngs[0], "ranks": rngs}
-
-    def restore(self) -> None:
-        path = self.out / "last.pt"
-        if not path.exists():
-            raise CheckpointError(f"--resume: no {str(path)} to resume from")
-        ckpt = load_checkpoint(path)
-        if ckpt["tokenizer"] != self.tokenizer.name:
-            raise CheckpointError(f"--resume: run used tokenizer {ckpt['tokenizer']!r}, not {self.tokenizer.name!r}")
-        if ckpt["model"]["variant"] != self.cfg.variant or ckpt["model"]["size"] != self.cfg.model_size:
-            raise CheckpointError(f"--resume: {path} is a {ckpt['model']['size']} {ckpt['model']['variant']} run, "
-                                  f"not {self.cfg.model_size} {self.cfg.variant}")
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        rngs = ckpt["rng"].get("ranks") or [ckpt["rng"]]
-        if len(rngs) == self.world:
-            set_rng_state(rngs[self.rank], self.device)
-        else:  # another process count: data and weights continue exactly, dropout masks cannot
-            torch.manual_seed(self.cfg.seed * 1_000_003 + ckpt["step"] * 1009 + self.rank)
-            self.notices.append(f"note: resuming with {self.world} processes, the checkpoint was written by "
-                                f"{len(rngs)}; dropout masks continue from a fresh seed")
-        window = ckpt.get("log_window") or {}
-        self.log_acc, self.log_n = dict(window.get("acc", {})), int(window.get("n", 0))
-        saved = ckpt.get("curriculum")
-        if (saved is None) != (self.task_curriculum is None):
-            raise CheckpointError(f"--resume: the run was trained {'with' if saved else 'without'} "
-                                  f"--use_task_curriculum; resume it the same way")
-        if saved is not None:
-            try:
-                self.task_curriculum.load_state_dict(saved)
-            except ConfigError as exc:
-                raise CheckpointError(f"--resume: {exc}") from None
-        self.step, self.best_val, self.best_step = ckpt["step"], ckpt["best_val"], ckpt["best_step"]
-        self.wall_before = ckpt.get("wall_time_s", 0.0)
-        if self.is_main:
-            remove_stale_temps(self.out)  # left by a save that was killed before its rename
-            append_metrics(self.out / "metrics.jsonl", {"kind": "resume", "step": self.step})
-
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         """Validation metrics. Every loss here is cross-entropy only: `val_loss` (per supervised
@@ -362,8 +316,6 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         self.t0 = time.time()
-        if self.is_main:
-            ensure_writable_dir(self.out, "output dir")
         if cfg.resume:
             self.restore()
         if self.is_main:
@@ -372,7 +324,7 @@ class Trainer:
                         "language_source": self.corpus.name if self.corpus else None,
                         "language": self.language_info(), "tokenizer_name": self.tokenizer.name,
                         "model": self.model.describe()}
-            (self.out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+            self.write_config(resolved)
             if getattr(self.tokenizer, "json", None):
                 self.tokenizer.save(self.out / "tokenizer.json")
             for line in self.notices:
@@ -388,11 +340,14 @@ class Trainer:
             loss_sum, aux_sum = self.forward_backward()
             if not math.isfinite(loss_sum):  # the same on every rank (all-reduced): all stop
                 bar.close()
-                kept = "last.pt" if (self.out / "last.pt").exists() else "no checkpoint yet"
-                raise TrainingError(f"non-finite loss ({loss_sum}) at step {self.step}; training stopped, "
-                                    f"last good checkpoint kept ({kept} in {self.out})")
+                raise TrainingError(f"non-finite loss ({loss_sum}) at step {self.step}; training stopped before "
+                                    f"the update, {self.kept_checkpoint()}")
             self.scaler.unscale_(self.optimizer)
             gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            if not math.isfinite(gnorm) and not self.scaler.is_enabled():  # (fp16: the scaler skips the step)
+                bar.close()  # gradients are averaged over ranks before this, so every rank stops here
+                raise TrainingError(f"non-finite gradient norm ({gnorm}) at step {self.step}; training stopped "
+                                    f"before the update, {self.kept_checkpoint()}")
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -475,10 +430,30 @@ class Trainer:
                        f"(R = 1, the halting unit gets no gradient; `halting_collapsed` in metrics.jsonl)")
 
     def checkpoint_and_validate(self, metrics_path: Path) -> None:
+        """Validate and checkpoint on rank 0; non-finite weights or validation losses write
+        nothing and stop the run, a failed write too, on every rank with the same one line."""
         self.rank_rngs = all_gather_object(rng_state(self.device), self.world)  # every rank takes part
-        if not self.is_main:
-            return
+        failure: BaseException | None = None
+        if self.is_main:
+            try:
+                self.validate_and_save(metrics_path)
+            except (UnifiedError, OSError) as exc:
+                failure = exc
+        message = broadcast_object(None if failure is None else str(failure), self.world)
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise TrainingError(message)
+
+    def validate_and_save(self, metrics_path: Path) -> None:
+        """Rank 0's part of `checkpoint_and_validate`: validation record, curriculum update,
+        best_model.pt and last.pt, plots; only finite weights and losses are ever written."""
+        self.check_weights_finite()
         rec = self.validate()
+        for key in ("val_loss", "val_lang_loss"):
+            if key in rec and not math.isfinite(rec[key]):
+                raise TrainingError(f"non-finite validation loss ({key} {rec[key]}) at step {self.step}; training "
+                                    f"stopped, {self.kept_checkpoint()}")
         append_metrics(metrics_path, rec)
         if self.task_curriculum is not None:
             self.update_curriculum(metrics_path, rec)
@@ -486,6 +461,7 @@ class Trainer:
             self.best_val, self.best_step = rec["val_loss"], self.step
             self.save("best_model.pt")
         self.save("last.pt")
+        self.last_saved_step = self.step
         plot_run(self.out)
         if self.task_curriculum is not None:
             plot_curriculum(self.out)
@@ -536,7 +512,7 @@ class Trainer:
                    "best_val_loss": self.best_val, "final_val": vals[-1] if vals else None,
                    "language_source": self.corpus.name if self.corpus else None,
                    "device": str(self.device), "dtype": self.cfg.dtype, "world_size": self.world}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
 
@@ -545,12 +521,15 @@ def _ce(record: dict[str, Any]) -> float:
     return record.get("ce_loss", record["loss"])
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, given: set[str] | None = None) -> dict[str, Any]:
     """Run training (single process, or one rank under torchrun) and return the summary (rank 0;
-    other ranks return {}). Each rank seeds its dropout stream with seed + rank."""
+    other ranks return {}). Each rank seeds its dropout stream with seed + rank. `given`: the
+    options set on the command line (see Trainer); the run folder's lock is released at the end."""
     world, cfg.device = init_from_env(cfg.device)
     torch.manual_seed(cfg.seed + world.rank)
+    lock = RunLock()
     try:
-        return Trainer(cfg, world.rank, world.world_size).run()
+        return Trainer(cfg, world.rank, world.world_size, given=given, lock=lock).run()
     finally:
+        lock.release()
         shutdown()
