@@ -74,6 +74,10 @@ def read_documents(path: str | Path) -> list[str]:
     files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
     if not files:
         raise DataError(f"language data folder {str(p)!r} holds no .txt files")
+    folder = next((f for f in files if f.is_dir()), None)
+    if folder is not None:
+        raise DataError(f"language data {str(folder)!r} is a folder named like a text file; rename it or give "
+                        f"the .txt files it holds")
     docs: list[str] = []
     for f in files:
         try:
