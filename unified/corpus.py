@@ -76,8 +76,8 @@ def read_documents(path: str | Path) -> list[str]:
         raise DataError(f"language data folder {str(p)!r} holds no .txt files")
     folder = next((f for f in files if f.is_dir()), None)
     if folder is not None:
-        raise DataError(f"language data {str(folder)!r} is a folder named like a text file; rename it or give "
-                        f"the .txt files it holds")
+        raise DataError(f"language data {str(folder)!r} is a folder, not a .txt file; rename it (its .txt files "
+                        f"are read either way)")
     docs: list[str] = []
     for f in files:
         try:
