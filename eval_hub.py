@@ -84,7 +84,9 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, check_only: bool = False) -> int:
+    """Evaluate; with `check_only`, stop after checking the options (ladder.py checks its
+    --eval_args this way before any training starts)."""
     args = build_parser().parse_args(argv)
     set_offline_if_unreachable()
     resolve_suite(args.suite)
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("context_lengths", "depths", "needle_factors")}
     NeedleSettings(context_lengths=flat["context_lengths"], depths=flat["depths"] or NeedleSettings().depths,
                    length_factors=flat["needle_factors"] or NeedleSettings().length_factors).validate()
+    if check_only:
+        return 0
     ckpt = args.checkpoint
     if ckpt is None:
         ckpt = newest_checkpoint()
