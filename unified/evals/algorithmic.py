@@ -143,8 +143,9 @@ def distinct_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     out = []
     for r in rows:
-        if r["prompt"] not in seen:
-            seen.add(r["prompt"])
+        key = r.get("prompt")
+        if key is None or key not in seen:  # rows without a prompt (stand-ins) count as distinct
+            seen.add(key)
             out.append(r)
     return out
 
@@ -156,7 +157,7 @@ def summarize(rows: Sequence[dict[str, Any]], task: Task | None = None) -> dict[
     distinct = distinct_rows(rows)
     em, se = mean_stderr([r["correct"] for r in distinct])
     tok, _ = mean_stderr([r["token_accuracy"] for r in distinct])
-    floor, floor_answer = constant_answer_floor([r["answer"] for r in distinct])
+    floor, floor_answer = constant_answer_floor([r["answer"] for r in distinct if "answer" in r])
     out: dict[str, Any] = {"exact_match": em, "exact_match_stderr": se, "token_accuracy": tok, "n": len(rows),
                            "n_distinct": len(distinct), "floor": floor, "floor_answer": floor_answer}
     space = VALID_ANSWERS.get(task.name) if task is not None else None
