@@ -11,20 +11,23 @@ and evaluates only what lacks results. Options after `--` go to train.py unchang
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from unified.cli import ArgumentParser, run_cli
+from unified.cli import ArgumentParser, Terminated, run_cli
 from unified.compare import SET_ASIDE
 from unified.config import SCALES
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.hub import resolve_suite
 from unified.model import resolve_variant
+from unified.optioncheck import check_number
 
 ROOT = Path(__file__).resolve().parent
 LADDER_OWNED = ("--variant", "--model_size", "--seed", "--output_dir", "--resume")
+EVAL_OWNED = ("--checkpoint", "--suite", "--out_dir")
 
 
 @dataclass
@@ -95,9 +98,49 @@ def check_train_args(variants: list[str], size: str, train_args: list[str]) -> N
         split_overrides(variant, overrides)
 
 
+def split_eval_args(text: str) -> list[str]:
+    """--eval_args as a list of options (shell quoting rules); unbalanced quotes are a ConfigError."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"--eval_args {text!r} cannot be split into options ({exc})") from None
+
+
+def check_eval_args(suite: str, eval_args: list[str]) -> None:
+    """Fail before any training when eval_hub.py would reject --eval_args: its own parser and
+    option checks run on them (a typo or bad value -> its one-line error, exit 2)."""
+    owned = [a.split("=", 1)[0] for a in eval_args if a.split("=", 1)[0] in EVAL_OWNED]
+    if owned:
+        raise ConfigError(f"--eval_args: {owned[0]} is set by the ladder; remove it (use --suite / --runs_dir)")
+    from eval_hub import main as eval_main
+
+    eval_main(["--suite", suite, *eval_args], check_only=True)
+
+
 def _run(cmd: list[str]) -> int:
+    """Run one train.py / eval_hub.py child and return its exit status. The child has its own
+    process group, so a terminal's Ctrl-C reaches the ladder only, which forwards it: SIGINT or
+    SIGTERM to the ladder is passed on to the child, and the ladder waits for the child's cleanup
+    (lock released, temporary files removed) before it stops too."""
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    return subprocess.run(cmd).returncode
+    proc = subprocess.Popen(cmd, process_group=0)
+    try:
+        return proc.wait()
+    except BaseException as exc:
+        _stop_child(proc, signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+        raise
+
+
+def _stop_child(proc: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to the child and wait for it; further signals meanwhile are forwarded too."""
+    while True:
+        try:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+            proc.wait()
+            return
+        except (KeyboardInterrupt, Terminated):
+            continue
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,13 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         seeds = list(dict.fromkeys(int(s) for s in parse_list(args.seeds, "--seeds")))
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    for seed in seeds:
+        check_number("--seeds", seed, 0, 2**32 - 1, integer=True)
     suites = [] if args.no_eval else resolve_suite(args.suite)
     for flag in train_args:
         if flag.split("=", 1)[0] in LADDER_OWNED:
             raise ConfigError(f"{flag.split('=', 1)[0]} is set by the ladder; remove it from the train.py options "
                               f"(use --variants / --size / --seeds / --runs_dir)")
     check_train_args(variants, args.size, train_args)
-    eval_args = shlex.split(args.eval_args)
+    eval_args = split_eval_args(args.eval_args)
+    if suites:  # eval_hub.py's own checks of --eval_args, before anything trains
+        check_eval_args(suites[0], eval_args)
     size_dir = Path(args.runs_dir) / args.size
     plan = [Planned(v, s, size_dir / v / f"seed{s}", plan_run(size_dir / v / f"seed{s}")) for v in variants for s in seeds]
     print(f"ladder: {args.size} x {', '.join(variants)} x seeds {', '.join(map(str, seeds))}: "
