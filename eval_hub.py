@@ -16,7 +16,9 @@ from unified.cli import ArgumentParser, ensure_writable_dir, parse_overrides, ru
 from unified.devices import check_device
 from unified.errors import ConfigError
 from unified.evals.algorithmic import parse_ood_grid
-from unified.evals.hub import SUITE_ALIASES, SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites
+from unified.evals.hub import (SUITE_ALIASES, SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites,
+                               suite_eval_options)
+from unified.evals.results import options_tag, results_name
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
 from unified.perf import MATMUL_PRECISIONS, set_matmul_precision
@@ -84,11 +86,10 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, check_only: bool = False) -> int:
-    """Evaluate; with `check_only`, stop after checking the options (ladder.py checks its
-    --eval_args this way before any training starts)."""
-    args = build_parser().parse_args(argv)
-    set_offline_if_unreachable()
+def checked_options(args) -> dict:
+    """The evaluation options of parsed `args`, checked (one-line ConfigError for a nonsense
+    value): the dict `EvalContext.options` holds, with the model overrides unchecked against the
+    variant (that needs the checkpoint, see `unified.evals.hub.check_overrides`)."""
     resolve_suite(args.suite)
     for flag in ("limit", "needle_samples"):
         value = getattr(args, flag)
@@ -103,33 +104,54 @@ def main(argv: list[str] | None = None, check_only: bool = False) -> int:
     ood = parse_ood_grid(args.ood, resolve_tasks(tasks))
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    set_matmul_precision(args.matmul_precision, args.device)
     if args.ppl_max_tokens < 0:
         raise ConfigError(f"--ppl_max_tokens must be >= 0 (0 = all), got {args.ppl_max_tokens}")
     flat = {name: [x for part in getattr(args, name) for x in part] if getattr(args, name) else None
             for name in ("context_lengths", "depths", "needle_factors")}
     NeedleSettings(context_lengths=flat["context_lengths"], depths=flat["depths"] or NeedleSettings().depths,
                    length_factors=flat["needle_factors"] or NeedleSettings().length_factors).validate()
+    overrides = parse_overrides(args.override)
+    if args.K is not None:
+        overrides["K"] = args.K
+    return {"overrides": overrides, "tasks": tasks, "limit": args.limit, "seed": args.seed,
+            "batch_size": args.batch_size, "ood": ood, "context_lengths": flat["context_lengths"],
+            "depths": flat["depths"], "needle_factors": flat["needle_factors"], "needle_samples": args.needle_samples,
+            "text_file": args.text_file, "ppl_dataset": args.ppl_dataset, "ppl_max_tokens": args.ppl_max_tokens,
+            "ppl_prefix": args.ppl_prefix}
+
+
+def results_names(argv: list[str]) -> dict[str, str]:
+    """The results file each suite of `eval_hub.py argv` writes, e.g. {"algorithmic":
+    "results_algorithmic@limit=10.json"}, without loading anything (for the ladder's
+    "already evaluated?" check). Bad options raise the same one-line errors as the CLI."""
+    args = build_parser().parse_args(argv)
+    options = checked_options(args)
+    names = resolve_suite(args.suite)
+    if SUITE_ALIASES.get(args.suite, args.suite) == "all":
+        names = [*names, "all"]
+    return {name: results_name(name, options_tag(suite_eval_options(options, name))) for name in names}
+
+
+def main(argv: list[str] | None = None, check_only: bool = False) -> int:
+    """Evaluate; with `check_only`, stop after checking the options (ladder.py checks its
+    --eval_args this way before any training starts)."""
+    args = build_parser().parse_args(argv)
+    set_offline_if_unreachable()
+    options = checked_options(args)
     if check_only:
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_matmul_precision(args.matmul_precision, args.device)
     ckpt = args.checkpoint
     if ckpt is None:
         ckpt = newest_checkpoint()
         print(f"evaluating the newest checkpoint: {ckpt}")
-    overrides = parse_overrides(args.override)
-    if args.K is not None:
-        overrides["K"] = args.K
     torch.manual_seed(args.seed)
-    ctx = load_for_eval(ckpt, device=args.device, tokenizer=args.tokenizer, overrides=overrides)
+    ctx = load_for_eval(ckpt, device=args.device, tokenizer=args.tokenizer, overrides=options.pop("overrides"))
     out_dir = args.out_dir or str(ctx.checkpoint_path.parent)
     ensure_writable_dir(out_dir, "--out_dir")  # fail now, not after the evaluation
-    ctx.options.update({"tasks": tasks, "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size,
-                        "ood": ood, "context_lengths": flat["context_lengths"], "depths": flat["depths"],
-                        "needle_factors": flat["needle_factors"], "needle_samples": args.needle_samples,
-                        "text_file": args.text_file, "ppl_dataset": args.ppl_dataset,
-                        "ppl_max_tokens": args.ppl_max_tokens, "ppl_prefix": args.ppl_prefix, "out_dir": out_dir})
+    ctx.options.update({**options, "out_dir": out_dir})  # ctx.options["overrides"]: the checked ones
     written = run_suites(ctx, args.suite, out_dir)
     for name, path in written.items():
         print(f"{name}: wrote {path}")

@@ -7,6 +7,12 @@ others) into runs/<size>/<variant>/seed<k>/ and is evaluated with `eval_hub.py`;
 by writing the comparison into runs/<size>/comparison/. Re-running the same command skips
 finished runs (summary.json present), resumes interrupted ones (last.pt without summary.json)
 and evaluates only what lacks results. Options after `--` go to train.py unchanged.
+
+Presets (`--preset NAME`, `--list_presets`; files in presets/, see unified/presets.py) set the
+rows, options, budgets and expected outcome of a published finding; they run into
+runs/<preset>/<scale>/<row>/seed<k>/ and end with reproduction.md and a figure there.
+`--lr_grid 3e-4,1e-3,3e-3` trains every row at every rate (<row>/lr<rate>/seed<k>/), selects one
+rate per row on the validation split (unified/tuning.py) and evaluates only the selected runs.
 """
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ import shlex
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unified.cli import ArgumentParser, Terminated, run_cli
@@ -24,6 +31,8 @@ from unified.errors import ConfigError, UnknownNameError
 from unified.evals.hub import resolve_suite
 from unified.model import resolve_variant
 from unified.optioncheck import check_number
+from unified.presets import Row, list_presets_text, load_preset
+from unified.tuning import lr_dirname, parse_lr_grid, select_lr, selection_markdown
 
 ROOT = Path(__file__).resolve().parent
 LADDER_OWNED = ("--variant", "--model_size", "--seed", "--output_dir", "--resume")
@@ -32,12 +41,22 @@ EVAL_OWNED = ("--checkpoint", "--suite", "--out_dir")
 
 @dataclass
 class Planned:
-    """One (variant, seed) of the ladder and what it needs: "skip", "resume" or "train"."""
+    """One (variant, seed) of the ladder and what it needs: "skip", "resume" or "train". `row`
+    names its folder (the variant, or a preset row), `extra` holds the row's own train.py
+    options, `lr` its rate of an --lr_grid."""
 
     variant: str
     seed: int
     out: Path
     action: str
+    row: str = ""
+    extra: list[str] = field(default_factory=list)
+    lr: float | None = None
+
+    @property
+    def name(self) -> str:
+        """"<row>[/lr<rate>]/seed<k>", as printed."""
+        return "/".join([self.row or self.variant, *([lr_dirname(self.lr)] if self.lr else []), f"seed{self.seed}"])
 
 
 def plan_run(out: Path) -> str:
@@ -63,11 +82,19 @@ def parse_list(text: str, flag: str) -> list[str]:
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description="Train + evaluate variants x seeds into runs/<size>/<variant>/seed<k>/, then compare.",
                        epilog="Options after -- go to train.py, e.g. -- --max_steps 150 --batch_size 8")
-    p.add_argument("--size", default="micro", help=f"model size, one of {', '.join(SCALES)}")
-    p.add_argument("--variants", default="baseline,shared_loop", help="comma-separated variants (aliases accepted)")
-    p.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    p.add_argument("--size", "--scale", dest="size", default=None,
+                   help=f"model size, one of {', '.join(SCALES)} (default micro, or the preset's CPU scale)")
+    p.add_argument("--variants", default=None, help="comma-separated variants (aliases accepted; default "
+                   "baseline,shared_loop; with --preset the preset's rows)")
+    p.add_argument("--seeds", default=None, help="comma-separated integer seeds (default 0, or the preset's)")
     p.add_argument("--runs_dir", default="runs", help="root folder of the ladder's runs")
-    p.add_argument("--suite", default="all", help="eval_hub.py suite for every run (algorithmic, needle, perplexity, all)")
+    p.add_argument("--suite", default=None, help="eval_hub.py suite for every run (algorithmic, needle, perplexity, "
+                   "all; default all, or the preset's)")
+    p.add_argument("--preset", default=None, help="run a preset (presets/NAME.toml): a published finding with its "
+                   "rows, budgets and expected outcome; ends with reproduction.md")
+    p.add_argument("--list_presets", action="store_true", help="list the presets and exit")
+    p.add_argument("--lr_grid", default=None, help="comma-separated learning rates: train every (row, seed) at each, "
+                   "select per row on the validation split, evaluate the selected ones (e.g. 3e-4,1e-3,3e-3)")
     p.add_argument("--eval_args", default="", help="extra eval_hub.py options as one string, written with = "
                    "(e.g. --eval_args=\"--limit 20 --context_lengths 256,512\")")
     p.add_argument("--no_eval", action="store_true", help="train only (compare what is there)")
@@ -143,66 +170,119 @@ def _stop_child(proc: subprocess.Popen, sig: int) -> None:
             continue
 
 
+def execute(p: Planned, size: str, train_args: list[str], suites: list[str], suite_arg: str,
+            eval_args: list[str], failed: list[str]) -> None:
+    """Train (or resume / restart) one planned run when it needs it, then evaluate the suites it
+    lacks; failures are appended to `failed` (the other runs go on)."""
+    name = p.name
+    trained = p.action != "skip"
+    if p.action == "restart":  # stopped before its first checkpoint: keep it aside, start again
+        aside = p.out.with_name(p.out.name + SET_ASIDE)
+        k = 2
+        while aside.exists():
+            aside, k = p.out.with_name(f"{p.out.name}{SET_ASIDE}{k}"), k + 1
+        p.out.rename(aside)
+        print(f"{name}: stopped before its first checkpoint; moved to {aside} and starting again")
+    if trained:
+        cmd = [sys.executable, str(ROOT / "train.py"), "--variant", p.variant, "--model_size", size,
+               "--seed", str(p.seed), "--output_dir", str(p.out), *(["--resume"] if p.action == "resume" else []),
+               *train_args, *p.extra]
+        if _run(cmd) != 0:
+            failed.append(f"{name} (training)")
+            return
+        p.action = "skip"  # trained now: a later pass (the --lr_grid evaluation) only evaluates it
+    else:
+        print(f"{name}: finished already (summary.json); not retrained")
+    if trained and not suites and any(p.out.glob("results_*.json")):
+        print(f"{name}: note: its results_*.json predate this training (--no_eval); compare flags them as stale")
+    from eval_hub import results_names  # eval options name the file: results_<suite>[@<tag>].json
+
+    missing = [s for s in suites
+               if trained or not (p.out / results_names(["--suite", s, *eval_args])[s]).is_file()]
+    if not missing:
+        return
+    if not (p.out / "best_model.pt").is_file():
+        failed.append(f"{name} (no best_model.pt to evaluate)")
+        return
+    # one eval_hub.py call when every suite is due (one model load), else one per missing suite
+    for suite in ([suite_arg] if missing == suites else missing):
+        cmd = [sys.executable, str(ROOT / "eval_hub.py"), "--checkpoint", str(p.out / "best_model.pt"),
+               "--suite", suite, "--out_dir", str(p.out), *eval_args]
+        if _run(cmd) != 0:
+            failed.append(f"{name} (eval {suite})")
+
+
 def main(argv: list[str] | None = None) -> int:
-    own, train_args = split_argv(list(sys.argv[1:] if argv is None else argv))
+    t_start = time.time()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, user_train_args = split_argv(argv)
     args = build_parser().parse_args(own)
-    if args.size not in SCALES:
-        raise UnknownNameError("model size", args.size, SCALES)
-    variants = list(dict.fromkeys(resolve_variant(v) for v in parse_list(args.variants, "--variants")))
+    if args.list_presets:
+        print(list_presets_text())
+        return 0
+    preset = load_preset(args.preset) if args.preset else None
+    if preset and args.variants:
+        raise ConfigError(f"--variants cannot be combined with --preset (its rows are "
+                          f"{', '.join(r.name for r in preset.rows)}); drop --variants")
+    size = args.size or (preset.scale if preset else "micro")
+    if size not in SCALES:
+        raise UnknownNameError("model size", size, SCALES)
+    if preset:
+        rows = preset.rows
+    else:
+        variants = list(dict.fromkeys(resolve_variant(v) for v in parse_list(args.variants or "baseline,shared_loop",
+                                                                              "--variants")))
+        rows = [Row(v, v) for v in variants]
     try:
-        seeds = list(dict.fromkeys(int(s) for s in parse_list(args.seeds, "--seeds")))
+        seeds = (list(dict.fromkeys(int(s) for s in parse_list(args.seeds, "--seeds"))) if args.seeds
+                 else list(preset.seeds) if preset else [0])
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     for seed in seeds:
         check_number("--seeds", seed, 0, 2**32 - 1, integer=True)
-    suites = [] if args.no_eval else resolve_suite(args.suite)
+    grid = parse_lr_grid(args.lr_grid) if args.lr_grid else list(preset.lr_grid) if preset else []
+    suite_arg = args.suite or (preset.suite(size) if preset else "all")
+    suites = [] if args.no_eval else resolve_suite(suite_arg)
+    train_args = [*(preset.train_args(size) if preset else []), *user_train_args]
     for flag in train_args:
         if flag.split("=", 1)[0] in LADDER_OWNED:
             raise ConfigError(f"{flag.split('=', 1)[0]} is set by the ladder; remove it from the train.py options "
                               f"(use --variants / --size / --seeds / --runs_dir)")
-    check_train_args(variants, args.size, train_args)
-    eval_args = split_eval_args(args.eval_args)
+        if grid and flag.split("=", 1)[0] == "--lr":
+            raise ConfigError("--lr and --lr_grid both set the learning rate; give one of them")
+    for row in rows:
+        check_train_args([row.variant], size, [*train_args, *row.train_args()])
+    eval_args = [*(preset.eval_args(size) if preset else []), *split_eval_args(args.eval_args)]
     if suites:  # eval_hub.py's own checks of --eval_args, before anything trains
         check_eval_args(suites[0], eval_args)
-    size_dir = Path(args.runs_dir) / args.size
-    plan = [Planned(v, s, size_dir / v / f"seed{s}", plan_run(size_dir / v / f"seed{s}")) for v in variants for s in seeds]
-    print(f"ladder: {args.size} x {', '.join(variants)} x seeds {', '.join(map(str, seeds))}: "
+    size_dir = Path(args.runs_dir) / (preset.name if preset else "") / size
+    plan = []
+    for row in rows:
+        for lr in grid or [None]:
+            for s in seeds:
+                out = size_dir / row.name / (lr_dirname(lr) if lr else "") / f"seed{s}"
+                extra = [*row.train_args(), *(["--lr", f"{lr:g}"] if lr else [])]
+                plan.append(Planned(row.variant, s, out, plan_run(out), row.name, extra, lr))
+    what = f"preset {preset.name}: " if preset else ""
+    print(f"ladder: {what}{size} x {', '.join(r.name for r in rows)} x seeds {', '.join(map(str, seeds))}"
+          + (f" x lr {', '.join(f'{x:g}' for x in grid)}" if grid else "") + ": "
           + ", ".join(f"{sum(p.action == a for p in plan)} to {a}" for a in ("train", "resume", "restart", "skip")
                       if any(p.action == a for p in plan)), flush=True)
     failed: list[str] = []
+    selection = []
+    if grid:  # train everything, select on validation only, then evaluate the selected runs
+        for p in plan:
+            execute(p, size, train_args, [], suite_arg, eval_args, failed)
+        metric = preset.select_on if preset else "val_loss"
+        selection = [select_lr(r.name, {lr: [p.out for p in plan if p.row == r.name and p.lr == lr] for lr in grid},
+                               metric) for r in rows]
+        chosen = {c.row: c.chosen for c in selection}
+        print(selection_markdown(selection))
+        plan = [p for p in plan if p.lr == chosen[p.row]]
+        for p in plan:
+            p.action = plan_run(p.out)
     for p in plan:
-        name = f"{p.variant}/seed{p.seed}"
-        trained = p.action != "skip"
-        if p.action == "restart":  # stopped before its first checkpoint: keep it aside, start again
-            aside = p.out.with_name(p.out.name + SET_ASIDE)
-            k = 2
-            while aside.exists():
-                aside, k = p.out.with_name(f"{p.out.name}{SET_ASIDE}{k}"), k + 1
-            p.out.rename(aside)
-            print(f"{name}: stopped before its first checkpoint; moved to {aside} and starting again")
-        if trained:
-            cmd = [sys.executable, str(ROOT / "train.py"), "--variant", p.variant, "--model_size", args.size,
-                   "--seed", str(p.seed), "--output_dir", str(p.out), *(["--resume"] if p.action == "resume" else []),
-                   *train_args]
-            if _run(cmd) != 0:
-                failed.append(f"{name} (training)")
-                continue
-        else:
-            print(f"{name}: finished already (summary.json); not retrained")
-        if trained and not suites and any(p.out.glob("results_*.json")):
-            print(f"{name}: note: its results_*.json predate this training (--no_eval); compare flags them as stale")
-        missing = [s for s in suites if trained or not (p.out / f"results_{s}.json").is_file()]
-        if not missing:
-            continue
-        if not (p.out / "best_model.pt").is_file():
-            failed.append(f"{name} (no best_model.pt to evaluate)")
-            continue
-        # one eval_hub.py call when every suite is due (one model load), else one per missing suite
-        for suite in ([args.suite] if missing == suites else missing):
-            cmd = [sys.executable, str(ROOT / "eval_hub.py"), "--checkpoint", str(p.out / "best_model.pt"),
-                   "--suite", suite, "--out_dir", str(p.out), *eval_args]
-            if _run(cmd) != 0:
-                failed.append(f"{name} (eval {suite})")
+        execute(p, size, train_args, suites, suite_arg, eval_args, failed)
     from unified.compare import compare, is_run_dir
     from unified.report import write_report
 
@@ -214,6 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         for v in comp.verdicts:
             print(f"  {v.group.name} vs {v.baseline.name}: {v.overall} ({v.text})")
         print(f"comparison of {len(done)} runs in {out}: report.html comparison.md comparison.csv")
+    if selection and not preset:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "lr_selection.md").write_text(selection_markdown(selection), encoding="utf-8")
+    if preset:
+        from unified.reproduction import groups_for, write_reproduction
+
+        groups = groups_for(preset, {r.name: [p.out for p in plan if p.row == r.name] for r in rows}, size)
+        command = "python ladder.py " + shlex.join(argv)
+        md, verdict = write_reproduction(preset, groups, size_dir, size=size, command=command,
+                                         elapsed_s=time.time() - t_start, selection=selection, failed=failed)
+        print(f"{preset.name}: {verdict}; report in {md} (+ reproduction.png, reproduction.json)")
     if failed:
         print(f"failed: {'; '.join(failed)} (re-run the same command to retry)", file=sys.stderr)
         return 1

@@ -288,7 +288,7 @@ def test_ladder_trains_evaluates_and_resumes(tmp_path: Path, monkeypatch, capsys
     assert ladder_cli.main([*args, *train]) == 0
     assert "1 to restart" in capsys.readouterr().out
     assert (run.parent / "seed0.incomplete" / "config.json").read_text() == "{}"
-    assert (run / "summary.json").is_file() and (run / "results_algorithmic.json").is_file()
+    assert (run / "summary.json").is_file() and (run / "results_algorithmic@limit=1,tasks=parity.json").is_file()
     (run / "summary.json").unlink()
     assert ladder_cli.main([*args, "--no_eval", *train[:1], "--max_steps", "3", *train[3:]]) == 0
     out = capsys.readouterr().out

@@ -50,10 +50,9 @@ def suite_algorithmic(ctx: EvalContext) -> dict[str, Any]:
     return run_algorithmic(ctx.model, ctx.tokenizer, resolve_tasks(o.get("tasks")), settings)
 
 
-def needle_settings(ctx: EvalContext) -> NeedleSettings:
-    """The needle grid of these options: lengths relative to the checkpoint's training sequence
+def needle_settings(o: dict[str, Any], train_len: int | None = None) -> NeedleSettings:
+    """The needle grid of options `o`: lengths relative to the checkpoint's training sequence
     length unless absolute ones are given; `--limit` caps the samples unless --needle_samples is given."""
-    o = ctx.options
     default = NeedleSettings()
     samples = o.get("needle_samples") or min(default.samples, o.get("limit") or default.samples)
     lengths = o.get("context_lengths")
@@ -61,7 +60,7 @@ def needle_settings(ctx: EvalContext) -> NeedleSettings:
                           depths=tuple(o["depths"]) if o.get("depths") is not None else default.depths,
                           samples=samples, seed=o.get("seed", 0), batch_size=o.get("batch_size", 64),
                           length_factors=tuple(o.get("needle_factors") or default.length_factors),
-                          train_len=training_length(ctx))
+                          train_len=train_len)
 
 
 def training_length(ctx: EvalContext) -> int:
@@ -76,10 +75,10 @@ def suite_needle(ctx: EvalContext) -> dict[str, Any]:
     """Passkey retrieval over context length x depth (`unified.evals.needle`); draws needle.png
     into the output folder (needle@<tag>.png for non-default options)."""
     o = ctx.options
-    settings = needle_settings(ctx)
+    settings = needle_settings(o, training_length(ctx))
     ctx.meta_extra["needle_settings"] = asdict(settings)
     out_dir = o.get("out_dir")
-    tag = options_tag(suite_eval_options(ctx, "needle"))
+    tag = options_tag(suite_eval_options(o, "needle"))
     plot = Path(out_dir) / (f"needle@{tag}.png" if tag else "needle.png") if out_dir else None
     return run_needle(ctx.model, ctx.tokenizer, settings, plot_path=plot)
 
@@ -160,17 +159,17 @@ def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | None =
                        options={"overrides": checked})
 
 
-def suite_eval_options(ctx: EvalContext, suite: str) -> dict[str, Any]:
-    """The evaluation-time options that make `suite`'s results differ from the as-trained ones:
+def suite_eval_options(o: dict[str, Any], suite: str) -> dict[str, Any]:
+    """The evaluation-time options (the CLI's, as in `EvalContext.options`) that make `suite`'s
+    results differ from the as-trained ones:
     model overrides (every suite), and the grid options the suite reads when they are not the
     defaults (algorithmic: tasks, limit, ood, seed; needle: lengths, factors, depths, samples,
     seed; perplexity: text source, max tokens, prefix). "all": the union. Empty = as trained."""
     if suite == "all":
         out: dict[str, Any] = {}
         for name in SUITES:
-            out.update(suite_eval_options(ctx, name))
+            out.update(suite_eval_options(o, name))
         return out
-    o = ctx.options
     out = dict(o.get("overrides") or {})
     if suite == "algorithmic":
         tasks = sorted(t.name for t in resolve_tasks(o.get("tasks")))
@@ -185,7 +184,7 @@ def suite_eval_options(ctx: EvalContext, suite: str) -> dict[str, Any]:
         if o.get("seed", 0) != 0:
             out["seed"] = o["seed"]
     elif suite == "needle":
-        s, d = needle_settings(ctx), NeedleSettings()
+        s, d = needle_settings(o), NeedleSettings()
         if s.context_lengths is not None:
             out["needle_lengths"] = sorted({int(n) for n in s.context_lengths})
         elif tuple(map(float, s.length_factors)) != tuple(map(float, d.length_factors)):
@@ -230,11 +229,11 @@ def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, P
         t0 = time.time()
         ctx.meta_extra = {}
         payload = SUITES[name](ctx)
-        meta = suite_meta(ctx, sha, time.time() - t0, suite_eval_options(ctx, name))
+        meta = suite_meta(ctx, sha, time.time() - t0, suite_eval_options(ctx.options, name))
         written[name] = write_results(out_dir, name, payload, meta, tag=meta["eval_tag"])
         payloads[name] = payload
     if SUITE_ALIASES.get(suite, suite) == "all":
-        meta = suite_meta(ctx, sha, time.time() - t_all, suite_eval_options(ctx, "all"))
+        meta = suite_meta(ctx, sha, time.time() - t_all, suite_eval_options(ctx.options, "all"))
         written["all"] = write_results(out_dir, "all", payloads, meta, tag=meta["eval_tag"])
     return written
 
