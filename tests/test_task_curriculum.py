@@ -89,7 +89,7 @@ def test_dag_unlocks_in_dependency_order_with_replay() -> None:
             break
     assert order.index("successor") < order.index("chain") < order.index("addition") < order.index("multiplication")
     assert set(order) == set(DEPENDENCIES) - {"copy", "reverse", "compare"}
-    assert tc.weights()["multiplication"] == pytest.approx(0.1)  # all mastered: uniform replay
+    assert tc.weights()["multiplication"] == pytest.approx(1 / len(tc.tasks))  # all mastered: uniform replay
 
 
 def test_dag_unlocks_the_next_task_when_stalled() -> None:

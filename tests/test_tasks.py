@@ -94,6 +94,12 @@ def solve_successor(body: str) -> str:
     return str(n + 1)
 
 
+def solve_mqar(body: str) -> str:
+    pairs, queries = body.split("?")
+    table = {pairs[i]: pairs[i + 1] for i in range(0, len(pairs), 2)}
+    return "".join(table[q] for q in queries)
+
+
 SOLVERS = {
     "mod_add": ("modadd", solve_mod_add),
     "parity": ("parity", solve_parity),
@@ -105,6 +111,7 @@ SOLVERS = {
     "chain": ("chain", solve_chain),
     "compare": ("cmp", solve_compare),
     "successor": ("succ", solve_successor),
+    "mqar": ("mqar", solve_mqar),
 }
 
 
@@ -123,7 +130,7 @@ def difficulties(task) -> list[int]:
 def test_registry_order_and_names() -> None:
     assert TASK_NAMES == (
         "mod_add", "parity", "addition", "multiplication", "copy",
-        "reverse", "dyck", "chain", "compare", "successor",
+        "reverse", "dyck", "chain", "compare", "successor", "mqar",
     )
     assert list(TASKS) == list(TASK_NAMES)
     assert set(SOLVERS) == set(TASK_NAMES)
@@ -166,6 +173,8 @@ def test_difficulty_controls_size(name: str) -> None:
             assert len(body) == 2 * d + 1
         elif name == "successor":
             assert len(body) == d
+        elif name == "mqar":  # d pairs, "?", d queries
+            assert len(body) == 3 * d + 1 and sorted(body.split("?")[1]) == sorted(body[0:2 * d:2])
         else:  # two operands, the longer has exactly d digits
             assert max(len(p) for p in re.split(r"[+*,]", body)) == d
 

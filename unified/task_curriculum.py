@@ -42,6 +42,7 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "chain": ("successor",),
     "addition": ("chain",),
     "multiplication": ("addition",), "mod_add": ("addition",),
+    "mqar": ("copy",),  # recall: read symbols and reproduce them, looked up by key
 }
 
 

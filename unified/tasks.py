@@ -25,6 +25,7 @@ from unified.task_base import ENUMERATE_CAP, Example, Task
 from unified.tasks_numeric import (AdditionTask, ChainTask, CompareTask, ModAddTask, MultiplicationTask,
                                    SuccessorTask)
 from unified.tasks_symbolic import CopyTask, DyckTask, ParityTask, ReverseTask, is_balanced
+from unified.tasks_recall import MQARTask
 
 __all__ = ["ENUMERATE_CAP", "Example", "Task", "TASKS", "TASK_NAMES", "get_task", "resolve_tasks",
            "task_of_prompt", "train_char_bounds", "ranges_table_markdown", "is_balanced"]
@@ -42,6 +43,7 @@ TASKS: dict[str, Task] = {
         ChainTask(),
         CompareTask(),
         SuccessorTask(),
+        MQARTask(),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
