@@ -207,8 +207,8 @@ def plot_tasks(comp: Comparison, path: Path) -> bool:
     ax.set_ylabel("IID exact match (%)")
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    ax.set_title("algorithmic exact match per task (held-out IID prompts; bars: 95% CI over seeds)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars: 10 groups cover them
+    ax.set_title("algorithmic exact match per task (held-out IID prompts; bars: 95% CI over seeds)", wrap=True)
     fig.tight_layout()
     if drawn:
         fig.savefig(path, dpi=100)
@@ -241,10 +241,10 @@ def plot_ood(comp: Comparison, path: Path) -> bool:
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     axes[0][0].set_ylabel("exact match (%)")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("out-of-distribution exact match vs length (beyond the training range)", fontsize=10)
+    fig.suptitle("out-of-distribution exact match vs length (beyond the training range)", fontsize=10, wrap=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.9))
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # holds the legend beside the panels
     plt.close(fig)
     return True
 
@@ -254,10 +254,12 @@ def plot_needle(comp: Comparison, path: Path) -> bool:
     groups = [g for g in comp.groups if any(k.startswith("needle/") for k in g.metric_names())]
     if not groups:
         return False
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups) + 1, 3.4), squeeze=False)
+    cols = min(5, len(groups))  # rows of at most 5 heatmaps, so 10 groups stay legible
+    rows = (len(groups) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1, 3.4 * rows), squeeze=False, layout="constrained")
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="lightgrey")
     im = None
-    for ax, g in zip(axes[0], groups):
+    for ax, g in zip(axes.flat, groups):
         keys = [k.split("/")[1:] for k in g.metric_names() if k.startswith("needle/")]
         lengths = sorted({n for n, _ in keys}, key=float)
         depths = sorted({d for _, d in keys}, key=float)
@@ -273,8 +275,11 @@ def plot_needle(comp: Comparison, path: Path) -> bool:
         ax.set_yticks(range(len(depths)), depths, fontsize=8)
         ax.set_xlabel("context length")
         ax.set_title(f"{g.name} ({len(g.values('needle_acc'))} seeds)", fontsize=9)
-    axes[0][0].set_ylabel("needle depth")
-    fig.colorbar(im, ax=list(axes[0]), fraction=0.03)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    for row in axes:
+        row[0].set_ylabel("needle depth")
+    fig.colorbar(im, ax=list(axes.flat), fraction=0.03)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True
