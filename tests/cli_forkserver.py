@@ -1,7 +1,7 @@
 """A warm runner for many short CLI runs in tests (e.g. the bad-input table).
 
-`python tests/cli_forkserver.py` imports train.py, eval_hub.py and compare.py once, then serves
-requests: for each it forks a child that changes to the request's folder, sets its argv and
+`python tests/cli_forkserver.py` imports train.py, eval_hub.py, compare.py and ladder.py once, then
+serves requests: for each it forks a child that changes to the request's folder, sets its argv and
 environment, points stdout/stderr at files and runs the script's `main` through `run_cli`,
 exactly as `python <script>` would after its imports. Each run is thus its own process with a
 real exit status and real stdout/stderr, while the ~2-3 s of imports are paid once. An uncaught
@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("train.py", "eval_hub.py", "compare.py")
+SCRIPTS = ("train.py", "eval_hub.py", "compare.py", "ladder.py")
 
 
 def _load_main(script: str) -> Callable:
     spec = importlib.util.spec_from_file_location(f"_cli_{Path(script).stem}", ROOT / script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (ladder.py's) look their module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module.main
 

@@ -174,7 +174,11 @@ def check_fields(obj: dict[str, Any], where: str, fields: dict[str, type | tuple
 
 
 def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, torch.Tensor) else f"of shape {tuple(value.shape)}"
+    if isinstance(value, torch.Tensor):
+        return f"of shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple, dict)):
+        return f"of {len(value)} items"
+    text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -370,7 +370,11 @@ class Trainer(Checkpointing):
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", phase=rec["phase"])
                 self.log_acc, self.log_n, t_log = {}, 0, time.time()
             if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
-                self.checkpoint_and_validate(metrics_path)
+                try:
+                    self.checkpoint_and_validate(metrics_path)
+                except BaseException:
+                    bar.close()  # the error line then starts a line of its own
+                    raise
                 self.sync_curriculum()
                 t_log = time.time()
         bar.close()
