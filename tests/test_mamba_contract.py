@@ -4,12 +4,14 @@ code runs, the GPU launches are emulated from their addressing). Our dispatch pa
 unchanged: `ssd_scan.fused_kernels` (the one seam that selects kernel functions) is pointed at
 the loaded wrappers, as it would be on CUDA with the packages installed.
 
-Skipped when the sdists are absent (`bash .ci/fetch_kernel_sources.sh` fetches them; .ci/run does).
+Skipped when the sdists are absent (`bash .ci/fetch_kernel_sources.sh` fetches them); .ci/run fetches
+them and sets UNIFIED_REQUIRE_KERNEL_SOURCES=1, which turns the skip into a failure.
 Forward passes only: the wrappers' backward kernels are not emulated (bench/gpu_check.py trains
 through them on a GPU)."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -29,6 +31,8 @@ STEP_KERNEL = "_selective_scan_update_kernel"
 def wrappers():
     """The packages' wrapper functions, or skip (saying how to fetch the sources)."""
     missing = ke.missing_sources()
+    if missing and os.environ.get("UNIFIED_REQUIRE_KERNEL_SOURCES"):  # CI: a missing fetch is a failure
+        pytest.fail(missing)
     if missing:
         pytest.skip(missing)
     return ke.load()
