@@ -11,6 +11,7 @@ from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if
 from unified.config import SCALES
 from unified.corpus import describe_sources
 from unified.perf import MATMUL_PRECISIONS
+from unified.tracking import REPORT_TO
 from unified.training import TrainConfig, train
 
 
@@ -73,6 +74,9 @@ def build_parser() -> ArgumentParser:
                         "is float32-level, else 'highest' (see docs/performance.md)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --output_dir from last.pt")
+    p.add_argument("--report_to", default=d.report_to, choices=REPORT_TO,
+                   help="also log metrics.jsonl's numbers to TensorBoard (event files in the run folder) or W&B "
+                        "(optional package; offline unless logged in)")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                    help="model option override, repeatable (e.g. --set n_loops=4 --set dropout=0.1)")
     p.add_argument("--debug_nan_step", type=int, default=None, help=argparse.SUPPRESS)

@@ -44,6 +44,7 @@ from unified.runlock import RunLock
 from unified.task_curriculum import (TaskCurriculum, TaskCurriculumConfig, competence_scores, plot_curriculum,
                                      stratified_heldout)
 from unified.tasks import resolve_tasks
+from unified.tracking import Tracker, check_report_to, open_tracker
 from unified.tokenizer import load_tokenizer
 from unified.validation import language_validation
 
@@ -94,6 +95,7 @@ class TrainConfig:
     resume: bool = False
     model_overrides: dict[str, Any] = field(default_factory=dict)
     debug_nan_step: int | None = None  # testing aid: make the loss NaN at this step
+    report_to: str = "none"  # none | tensorboard | wandb: metrics.jsonl's records also go there (unified.tracking)
 
     def validate(self, world_size: int = 1) -> None:
         """Reject impossible values with one clear message each, before any data is loaded: every
@@ -119,6 +121,7 @@ class TrainConfig:
                 f"give --total_tokens >= {step_tokens} or --max_steps")
         if self.device != "auto":
             check_device(self.device)
+        check_report_to(self.report_to)
         require(self.schedule in ("cosine", "wsd", "constant"),
                 f"unknown --schedule {self.schedule!r}; accepted: cosine, wsd, constant")
         require(self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}; accepted: {', '.join(DTYPES)}")
@@ -316,6 +319,7 @@ class Trainer(Checkpointing):
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         self.t0 = time.time()
+        self.tracker: Tracker = Tracker()  # --report_to's, opened once the run folder is set up (rank 0)
         if cfg.resume:
             self.restore()
         if self.is_main:
@@ -325,6 +329,7 @@ class Trainer(Checkpointing):
                         "language": self.language_info(), "tokenizer_name": self.tokenizer.name,
                         "model": self.model.describe()}
             self.write_config(resolved)
+            self.tracker = open_tracker(cfg.report_to, self.out, resolved, resume_step=self.step if cfg.resume else None)
             if getattr(self.tokenizer, "json", None):
                 self.tokenizer.save(self.out / "tokenizer.json")
             for line in self.notices:
@@ -367,6 +372,7 @@ class Trainer(Checkpointing):
                        **{k: v / self.log_n for k, v in self.log_acc.items()},
                        "tokens_per_s": self.log_n * self.tokens_per_step / max(dt, 1e-9)}
                 append_metrics(metrics_path, rec)
+                self.tracker.log(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", phase=rec["phase"])
                 self.log_acc, self.log_n, t_log = {}, 0, time.time()
             if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
@@ -459,6 +465,7 @@ class Trainer(Checkpointing):
                 raise TrainingError(f"non-finite validation loss ({key} {rec[key]}) at step {self.step}; training "
                                     f"stopped, {self.kept_checkpoint()}")
         append_metrics(metrics_path, rec)
+        self.tracker.log(rec)
         if self.task_curriculum is not None:
             self.update_curriculum(metrics_path, rec)
         if rec["val_loss"] < self.best_val:
@@ -477,7 +484,9 @@ class Trainer(Checkpointing):
         head = {"kind": "curriculum", "step": self.step, "tokens": rec["tokens"], "strategy": tc.cfg.strategy}
         for decision in tc.update(self.step, competence_scores(self.val_rows, tc)):
             append_metrics(metrics_path, {**head, **decision})
+            self.tracker.log({**head, **decision})
         append_metrics(metrics_path, {**head, "action": "state", **tc.snapshot()})
+        self.tracker.log({**head, "action": "state", **tc.snapshot()})
 
     def sync_curriculum(self) -> None:
         """Under DDP, give every rank rank 0's curriculum state (only rank 0 validates)."""
@@ -517,6 +526,7 @@ class Trainer(Checkpointing):
                    "language_source": self.corpus.name if self.corpus else None,
                    "device": str(self.device), "dtype": self.cfg.dtype, "world_size": self.world}
         atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.tracker.close()
         return summary
 
 
