@@ -98,6 +98,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--eval_args", default="", help="extra eval_hub.py options as one string, written with = "
                    "(e.g. --eval_args=\"--limit 20 --context_lengths 256,512\")")
     p.add_argument("--no_eval", action="store_true", help="train only (compare what is there)")
+    p.add_argument("--print_commands", action="store_true",
+                   help="print one self-contained train+eval command line per (variant, seed) that still needs work, "
+                        "for a scheduler (e.g. a SLURM array), and exit; a later plain ladder.py call compares")
     return p
 
 
@@ -184,10 +187,7 @@ def execute(p: Planned, size: str, train_args: list[str], suites: list[str], sui
         p.out.rename(aside)
         print(f"{name}: stopped before its first checkpoint; moved to {aside} and starting again")
     if trained:
-        cmd = [sys.executable, str(ROOT / "train.py"), "--variant", p.variant, "--model_size", size,
-               "--seed", str(p.seed), "--output_dir", str(p.out), *(["--resume"] if p.action == "resume" else []),
-               *train_args, *p.extra]
-        if _run(cmd) != 0:
+        if _run(train_command(p, size, train_args)) != 0:
             failed.append(f"{name} (training)")
             return
         p.action = "skip"  # trained now: a later pass (the --lr_grid evaluation) only evaluates it
@@ -195,10 +195,7 @@ def execute(p: Planned, size: str, train_args: list[str], suites: list[str], sui
         print(f"{name}: finished already (summary.json); not retrained")
     if trained and not suites and any(p.out.glob("results_*.json")):
         print(f"{name}: note: its results_*.json predate this training (--no_eval); compare flags them as stale")
-    from eval_hub import results_names  # eval options name the file: results_<suite>[@<tag>].json
-
-    missing = [s for s in suites
-               if trained or not (p.out / results_names(["--suite", s, *eval_args])[s]).is_file()]
+    missing = missing_suites(p, suites, eval_args, trained)
     if not missing:
         return
     if not (p.out / "best_model.pt").is_file():
@@ -206,10 +203,53 @@ def execute(p: Planned, size: str, train_args: list[str], suites: list[str], sui
         return
     # one eval_hub.py call when every suite is due (one model load), else one per missing suite
     for suite in ([suite_arg] if missing == suites else missing):
-        cmd = [sys.executable, str(ROOT / "eval_hub.py"), "--checkpoint", str(p.out / "best_model.pt"),
-               "--suite", suite, "--out_dir", str(p.out), *eval_args]
-        if _run(cmd) != 0:
+        if _run(eval_command(p, suite, eval_args)) != 0:
             failed.append(f"{name} (eval {suite})")
+
+
+def train_command(p: Planned, size: str, train_args: list[str]) -> list[str]:
+    """The train.py command of a planned run (with --resume when it was interrupted)."""
+    return [sys.executable, str(ROOT / "train.py"), "--variant", p.variant, "--model_size", size,
+            "--seed", str(p.seed), "--output_dir", str(p.out), *(["--resume"] if p.action == "resume" else []),
+            *train_args, *p.extra]
+
+
+def eval_command(p: Planned, suite: str, eval_args: list[str]) -> list[str]:
+    """The eval_hub.py command that evaluates a planned run's best_model.pt into its folder."""
+    return [sys.executable, str(ROOT / "eval_hub.py"), "--checkpoint", str(p.out / "best_model.pt"),
+            "--suite", suite, "--out_dir", str(p.out), *eval_args]
+
+
+def missing_suites(p: Planned, suites: list[str], eval_args: list[str], trained: bool) -> list[str]:
+    """The suites a run still needs: all of them after (re)training, else those whose results
+    file (named by the eval options: results_<suite>[@<tag>].json) is absent."""
+    from eval_hub import results_names
+
+    return [s for s in suites if trained or not (p.out / results_names(["--suite", s, *eval_args])[s]).is_file()]
+
+
+def command_lines(plan: list[Planned], size: str, train_args: list[str], suites: list[str], suite_arg: str,
+                  eval_args: list[str]) -> list[str]:
+    """One self-contained shell line per planned run that still needs work (absolute paths, so
+    any working directory and any node of a shared file system will do): train.py (with --resume
+    when interrupted, after moving aside a run that stopped before its first checkpoint) and
+    then eval_hub.py, joined with &&. Runs with nothing left to do get no line."""
+    lines = []
+    for p in plan:
+        p = Planned(p.variant, p.seed, p.out.resolve(), p.action, p.row, p.extra, p.lr)
+        trained = p.action != "skip"
+        missing = missing_suites(p, suites, eval_args, trained)
+        parts = []
+        if p.action == "restart":
+            parts.append(["mv", str(p.out), f"{p.out}{SET_ASIDE}.{int(time.time())}"])
+            p.action = "train"
+        if trained:
+            parts.append(train_command(p, size, train_args))
+        if missing:
+            parts += [eval_command(p, s, eval_args) for s in ([suite_arg] if missing == suites else missing)]
+        if parts:
+            lines.append(" && ".join(shlex.join(c) for c in parts))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +303,16 @@ def main(argv: list[str] | None = None) -> int:
                 out = size_dir / row.name / (lr_dirname(lr) if lr else "") / f"seed{s}"
                 extra = [*row.train_args(), *(["--lr", f"{lr:g}"] if lr else [])]
                 plan.append(Planned(row.variant, s, out, plan_run(out), row.name, extra, lr))
+    if args.print_commands:  # for a scheduler: commands on stdout, one per line; the rest on stderr
+        if grid:
+            raise ConfigError("--print_commands with --lr_grid: the rate is selected after every run trains; "
+                              "print the commands of the selected rate with --lr instead")
+        lines = command_lines(plan, size, train_args, suites, suite_arg, eval_args)
+        print("\n".join(lines) if lines else "", end="\n" if lines else "")
+        print(f"{len(lines)} command lines ({len(plan) - len(lines)} runs need nothing); then run this ladder.py "
+              f"command without --print_commands to compare (it resumes or evaluates whatever is unfinished)",
+              file=sys.stderr)
+        return 0
     what = f"preset {preset.name}: " if preset else ""
     print(f"ladder: {what}{size} x {', '.join(r.name for r in rows)} x seeds {', '.join(map(str, seeds))}"
           + (f" x lr {', '.join(f'{x:g}' for x in grid)}" if grid else "") + ": "
