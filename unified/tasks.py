@@ -94,17 +94,22 @@ def ranges_table_markdown() -> str:
     """Markdown table of every task's ranges with one example drawn by random.Random(0).
 
     The example is taken at the top of the train range so the README shows a typical prompt.
+    The tokens column is the exact "BOS prompt answer EOS" length range of training under the
+    byte tokenizer and the shortest default OOD example (always longer), from `char_bounds`.
     """
     rows = [
-        "| task | difficulty | train range | OOD values | example (prompt -> answer) |",
-        "|---|---|---|---|---|",
+        "| task | difficulty | train range | OOD values | tokens: train / shortest OOD | "
+        "equivalence class | example (prompt -> answer) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for task in TASKS.values():
         lo, hi = task.train_range
         ex = task.sample(random.Random(0), hi)
         ood = ", ".join(str(v) for v in task.ood_values)
+        t_lo, t_hi = train_char_bounds(task)
+        o_lo = min(task.char_bounds(d)[0] for d in task.ood_values)
         rows.append(
             f"| {task.name} | {task.difficulty_name} | {lo}..{hi} | {ood} | "
-            f"`{ex.prompt}` -> `{ex.answer}` |"
+            f"{t_lo + 2}..{t_hi + 2} / {o_lo + 2} | {task.twin_class} | `{ex.prompt}` -> `{ex.answer}` |"
         )
     return "\n".join(rows) + "\n"

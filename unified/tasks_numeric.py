@@ -37,6 +37,7 @@ class ModAddTask(Task):
     name, tag, difficulty_name = "mod_add", "modadd", "operands"
     train_range, ood_values = (2, 3), (6, 8)
     description = "sum of residues modulo 97"
+    twin_class = "operand order"
     modulus = 97
 
     def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
@@ -73,6 +74,7 @@ class AdditionTask(Task):
     name, tag, difficulty_name = "addition", "add", "digits"
     train_range, ood_values = (1, 4), (7, 8, 10)
     description = "sum of two non-negative integers"
+    twin_class = "operand order"
 
     def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
         a, b = number(rng, difficulty), number(rng, rng.randint(1, difficulty))
@@ -110,6 +112,7 @@ class MultiplicationTask(Task):
     name, tag, difficulty_name = "multiplication", "mul", "digits"
     train_range, ood_values = (1, 3), (11, 12)
     description = "product of two non-negative integers"
+    twin_class = "operand order"
 
     def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
         a, b = number(rng, difficulty), number(rng, rng.randint(1, difficulty))
@@ -153,6 +156,7 @@ class ChainTask(Task):
     name, tag, difficulty_name = "chain", "chain", "operations"
     train_range, ood_values = (1, 4), (7, 8)
     description = "single digits with + - * evaluated left to right (no precedence)"
+    twin_class = "order inside +/- and * runs"
 
     def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
         first = rng.randint(0, 9)
@@ -211,6 +215,7 @@ class CompareTask(Task):
     name, tag, difficulty_name = "compare", "cmp", "digits"
     train_range, ood_values = (1, 4), (8, 10)
     description = "compare two integers: <, > or ="
+    twin_class = "mirrored pair (answer flipped)"
 
     def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
         a = number(rng, difficulty)

@@ -91,6 +91,7 @@ class ReverseTask(_LetterTask):
     name, tag, difficulty_name = "reverse", "rev", "length"
     train_range, ood_values = (1, 8), (12, 16, 32)
     description = "reverse a lowercase string"
+    twin_class = "string and its reversal"
 
     def _transform(self, s: str) -> str:
         return s[::-1]
