@@ -325,3 +325,8 @@ def test_ranges_table_markdown() -> None:
         assert line.startswith(f"| {name} | {task.difficulty_name} |")
         ex = task.sample(random.Random(0), task.train_range[1])
         assert f"`{ex.prompt}` -> `{ex.answer}`" in line
+
+
+def test_readme_tasks_table_is_current() -> None:
+    """The README's tasks table is exactly what `ranges_table_markdown` prints today."""
+    assert ranges_table_markdown() in (ROOT / "README.md").read_text()
