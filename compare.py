@@ -22,6 +22,9 @@ def build_parser() -> ArgumentParser:
                         "'baseline' of each size")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder; when not given, comparison/ in the runs' common folder")
+    p.add_argument("--no_samples", action="store_true",
+                   help="leave out the report's Samples section (it loads each group's best_model.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is no terminal)")
     return p
 
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out) if args.out else default_out([r.path for r in comp.runs])
     ensure_writable_dir(out, "--out")
-    written = write_report(comp, out)
+    written = write_report(comp, out, samples=not args.no_samples, quiet=args.quiet)
     print(f"compared {len(comp.runs)} runs in {len(comp.groups)} groups")
     for v in comp.verdicts:
         print(f"  {v.group.name} vs {v.baseline.name}: {v.overall} ({v.text})")

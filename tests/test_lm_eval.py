@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -150,3 +151,32 @@ def test_lm_eval_cli_runs_local_tasks_and_compare_reads_the_results(tmp_path: Pa
                        "--include_path", str(tasks), "--device", "cpu", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: checkpoint")
+
+
+def test_compare_adds_lm_eval_metrics_as_columns_and_flags_stale_results(tmp_path: Path) -> None:
+    from test_compare import fake_run
+    from unified.compare import compare
+    from unified.report import write_report
+
+    for variant, acc in (("baseline", 0.25), ("ssm", 0.5)):
+        for seed in (0, 1):
+            run = fake_run(tmp_path / "runs", variant, seed, iid=0.2, ood=0.1)
+            summary = json.loads((run / "summary.json").read_text())
+            (run / "summary.json").write_text(json.dumps({**summary, "best_step": 10}))
+            (run / "lm_eval").mkdir()
+            for date, value, step in ((1.0, 0.0, 10), (2.0, acc + seed / 100, 10 if variant == "baseline" else 7)):
+                (run / "lm_eval" / f"results_{date}.json").write_text(json.dumps(
+                    {"date": date, "config": {"train_step": step},
+                     "results": {"arc_easy": {"alias": "arc_easy", "acc,none": value, "acc_stderr,none": 0.1,
+                                              "exact_match,strict-match": 0.5}}}))
+    comp = compare([tmp_path / "runs"])
+    written = write_report(comp, tmp_path / "out", samples=False)
+    csv = pd.read_csv(written["comparison.csv"]).set_index("label")
+    assert csv.loc["baseline", "lm_eval/arc_easy/acc"] == pytest.approx(0.255)  # the newest file wins
+    assert csv.loc["ssm", "lm_eval/arc_easy/acc"] == pytest.approx(0.505)
+    assert "lm_eval/arc_easy/exact_match[strict-match]" in csv.columns
+    assert not any("stderr" in c for c in csv.columns if c.startswith("lm_eval/"))
+    md = written["comparison.md"].read_text()
+    assert "## lm-eval metrics" in md and "arc_easy/acc" in md
+    assert any("stale" in n and "ssm" in n for n in comp.notes)
+    assert not any("stale" in n and "baseline" in n and "lm-eval" in n for n in comp.notes)

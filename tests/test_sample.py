@@ -159,3 +159,27 @@ def test_cli_bad_input_is_one_line_and_exit_2(checkpoint: Path, tmp_path: Path) 
         assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     r = run_cli("sample.py", "--checkpoint", str(tmp_path / "none.pt"), cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_report_samples_section_shows_every_group_side_by_side(tmp_path: Path) -> None:
+    from test_compare import fake_run
+    from unified.compare import compare
+    from unified.report import write_report
+    from unified.report_samples import LANGUAGE_PROMPT, algorithmic_prompt
+
+    for variant in ("baseline", "ssm"):
+        for seed in (0, 1):
+            run = fake_run(tmp_path / "runs", variant, seed, iid=0.2, ood=0.1)
+            save_checkpoint(run / "best_model.pt", _model(variant), "byte", step=1)
+    comp = compare([tmp_path / "runs"])
+    first = write_report(comp, tmp_path / "a", quiet=True)
+    md = first["comparison.md"].read_text()
+    section = md[md.index("## Samples"):].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| pico/")]
+    assert [r.split(" | ")[0] for r in rows] == ["| pico/baseline", "| pico/ssm"]
+    assert LANGUAGE_PROMPT in section and algorithmic_prompt() in section and algorithmic_prompt().startswith("add ")
+    assert "<h2>Samples</h2>" in first["report.html"].read_text()
+    again = write_report(comp, tmp_path / "b", quiet=True)["comparison.md"].read_text()
+    assert again[again.index("## Samples"):].split("\n## ", 1)[0] == section  # greedy: the same every time
+    none = write_report(comp, tmp_path / "c", samples=False)["comparison.md"].read_text()
+    assert "## Samples" not in none

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from unified.compare import CONFIDENCE, CRITERIA, Comparison, Estimate, Group  # noqa: E402
 from unified.compare_runs import companion  # noqa: E402
@@ -120,6 +122,11 @@ def breakdown_tables(comp: Comparison) -> dict[str, Any]:
         if cells:
             out[title] = pd.DataFrame({g.name: [_cell(g, m) for _, m in cells] for g in comp.groups},
                                       index=pd.Index([c for c, _ in cells], name=index))
+    lm_eval = sorted({m for g in comp.groups for m in g.metric_names() if m.startswith("lm_eval/")})
+    if lm_eval:  # lm-evaluation-harness results (RUN/lm_eval/, unified.lm_eval_adapter), as lm-eval reports them
+        out["lm-eval metrics"] = pd.DataFrame({g.name: [fmt(g.estimate(m), "float", len(g.runs)) for m in lm_eval]
+                                               for g in comp.groups},
+                                              index=pd.Index([m.split("/", 1)[1] for m in lm_eval], name="task/metric"))
     return out
 
 
@@ -333,8 +340,9 @@ def criteria_lines() -> list[str]:
     return out
 
 
-def write_report(comp: Comparison, out_dir: str | Path) -> dict[str, Path]:
-    """Write comparison.csv, runs.csv, comparison.md, report.html and the figures into `out_dir`."""
+def write_report(comp: Comparison, out_dir: str | Path, samples: bool = True, quiet: bool = False) -> dict[str, Path]:
+    """Write comparison.csv, runs.csv, comparison.md, report.html and the figures into `out_dir`;
+    with `samples`, the "Samples" section (unified.report_samples: loads each group's checkpoint)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -343,7 +351,7 @@ def write_report(comp: Comparison, out_dir: str | Path) -> dict[str, Path]:
     written["comparison.csv"], written["runs.csv"] = out / "comparison.csv", out / "runs.csv"
     notes = list(comp.notes)
     figures = []
-    for name, title, fn in FIGURES:
+    for name, title, fn in tqdm(FIGURES, desc="figures", disable=quiet or not sys.stderr.isatty()):
         try:
             ok = fn(comp, out / name)
         except Exception as exc:  # a figure must never sink the tables; say what went wrong
@@ -356,9 +364,15 @@ def write_report(comp: Comparison, out_dir: str | Path) -> dict[str, Path]:
         else:
             notes.append(f"figure {name} skipped: no data for it in these runs")
     main, parts, verdicts = main_table(comp), breakdown_tables(comp), verdict_table(comp)
-    md = _markdown(comp, main, parts, verdicts, figures, notes)
+    from unified.report_samples import group_samples, samples_html, samples_markdown
+
+    rows = group_samples(comp.groups, quiet=quiet) if samples else []
+    if samples and not any(r.texts for r in rows):
+        notes.append("samples skipped: no group has a loadable best_model.pt")
+    md = _markdown(comp, main, parts, verdicts, figures, notes, samples_markdown(rows))
     (out / "comparison.md").write_text(md, encoding="utf-8")
-    (out / "report.html").write_text(_html(comp, main, parts, verdicts, figures, notes, out), encoding="utf-8")
+    (out / "report.html").write_text(_html(comp, main, parts, verdicts, figures, notes, out, samples_html(rows)),
+                                     encoding="utf-8")
     written["comparison.md"], written["report.html"] = out / "comparison.md", out / "report.html"
     return written
 
@@ -373,7 +387,7 @@ def _verdict_lines(comp: Comparison) -> list[str]:
     return lines
 
 
-def _markdown(comp: Comparison, main, parts: dict[str, Any], verdicts, figures, notes) -> str:
+def _markdown(comp: Comparison, main, parts: dict[str, Any], verdicts, figures, notes, samples=()) -> str:
     lines = [f"# Comparison of {len(comp.runs)} runs in {len(comp.groups)} groups",
              f"_written {time.strftime('%Y-%m-%d %H:%M')}_", "", "## Verdicts", ""]
     lines += _verdict_lines(comp) or ["No verdicts (no baseline group, or only the baseline)."]
@@ -381,13 +395,14 @@ def _markdown(comp: Comparison, main, parts: dict[str, Any], verdicts, figures, 
     lines += ["## Summary", "", main.to_markdown(index=False, disable_numparse=True), ""]
     for title, df in parts.items():
         lines += [f"## {title}", "", df.to_markdown(disable_numparse=True), ""]
+    lines += list(samples)
     if figures:
         lines += ["## Figures", ""] + [f"![{t}]({n})" for n, t in figures] + [""]
     lines += ["## Notes", ""] + ([f"- {n}" for n in notes] or ["- none"]) + [""]
     return "\n".join(lines)
 
 
-def _html(comp: Comparison, main, parts: dict[str, Any], verdicts, figures, notes, out: Path) -> str:
+def _html(comp: Comparison, main, parts: dict[str, Any], verdicts, figures, notes, out: Path, samples: str = "") -> str:
     esc = html.escape
     body = [f"<h1>Comparison of {len(comp.runs)} runs in {len(comp.groups)} groups</h1>",
             f"<p><i>written {esc(time.strftime('%Y-%m-%d %H:%M'))}</i></p>", "<h2>Verdicts</h2>"]
@@ -402,6 +417,7 @@ def _html(comp: Comparison, main, parts: dict[str, Any], verdicts, figures, note
     body += ["<h2>Summary</h2>", main.to_html(index=False, escape=True, classes="t")]
     for title, df in parts.items():
         body += [f"<h2>{esc(title)}</h2>", df.to_html(escape=True, classes="t")]
+    body.append(samples)
     for name, title in figures:
         data = base64.b64encode((out / name).read_bytes()).decode("ascii")
         body += [f"<h2>{esc(title)}</h2>", f'<img alt="{esc(title)}" src="data:image/png;base64,{data}">']

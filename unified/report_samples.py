@@ -82,7 +82,7 @@ def _cell(text: str) -> str:
 def samples_markdown(rows: Sequence[SampleRow], prompts: Sequence[tuple[str, int]] | None = None) -> list[str]:
     """The section as markdown lines: one row per group, one column per prompt."""
     prompts = list(prompts or report_prompts())
-    if not rows:
+    if not any(r.texts for r in rows):
         return []
     lines = ["## Samples", "", "Greedy continuations (first seed's best_model.pt, through the cache) of the same "
              "prompts; ⏎ marks a newline.", "",
@@ -97,7 +97,7 @@ def samples_markdown(rows: Sequence[SampleRow], prompts: Sequence[tuple[str, int
 def samples_html(rows: Sequence[SampleRow], prompts: Sequence[tuple[str, int]] | None = None) -> str:
     """The section as an HTML table (texts in <pre>, escaped)."""
     prompts = list(prompts or report_prompts())
-    if not rows:
+    if not any(r.texts for r in rows):
         return ""
     esc = html.escape
     head = "".join(f"<th>{esc(p)} (+{n} tokens)</th>" for p, n in prompts)

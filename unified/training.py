@@ -339,7 +339,7 @@ class Trainer(Checkpointing):
         metrics_path = self.out / "metrics.jsonl"
         self.model.train()
         t_log = time.time()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc=self.out.name,
+        bar = self.bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc=self.out.name,
                    dynamic_ncols=True, mininterval=2.0)
         while self.step < self.total_steps:
             loss_sum, aux_sum = self.forward_backward()
@@ -376,11 +376,7 @@ class Trainer(Checkpointing):
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", phase=rec["phase"])
                 self.log_acc, self.log_n, t_log = {}, 0, time.time()
             if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
-                try:
-                    self.checkpoint_and_validate(metrics_path)
-                except BaseException:
-                    bar.close()  # the error line then starts a line of its own
-                    raise
+                self.checkpoint_and_validate(metrics_path)
                 self.sync_curriculum()
                 t_log = time.time()
         bar.close()
@@ -541,9 +537,12 @@ def train(cfg: TrainConfig, given: set[str] | None = None) -> dict[str, Any]:
     options set on the command line (see Trainer); the run folder's lock is released at the end."""
     world, cfg.device = init_from_env(cfg.device)
     torch.manual_seed(cfg.seed + world.rank)
-    lock = RunLock()
+    lock, trainer = RunLock(), None
     try:
-        return Trainer(cfg, world.rank, world.world_size, given=given, lock=lock).run()
+        trainer = Trainer(cfg, world.rank, world.world_size, given=given, lock=lock)
+        return trainer.run()
     finally:
+        if getattr(trainer, "bar", None) is not None:
+            trainer.bar.close()  # so an error line that follows starts a line of its own
         lock.release()
         shutdown()
