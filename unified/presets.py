@@ -22,10 +22,11 @@ File layout (every key is checked; unknown keys are errors naming the accepted o
                   published = "...", (or vs = "baseline", k = 1.0, delta = 0.0), column = "..."
 
 A criterion's `metric` names a metric of `unified.compare.run_metrics` (or of `cell_metrics`:
-`iid_em/<task>/d<k>` per training difficulty); a pattern with `*` is checked at every matching
-cell. With `value` it is absolute (the row's mean and 95% t-interval over seeds against the
-threshold); with `vs` it is the Welch contrast mean(row) - k mean(vs) - delta against 0, as in
-compare.py's verdicts.
+`iid_em/<task>/d<k>` per training difficulty); a pattern with `*` (or a list of names and
+patterns) is checked at every matching cell. With `value` it is absolute (the row's mean and 95%
+t-interval over seeds against the threshold); with `vs` (another row) and/or `vs_metric` (another
+cell) it is the Welch contrast mean(row) - k mean(vs) - delta against 0, as in compare.py's
+verdicts.
 """
 from __future__ import annotations
 
@@ -62,15 +63,17 @@ class Row:
 
 @dataclass
 class PresetCriterion:
-    """An expected outcome. Absolute (`value`): mean(row) op value; relative (`vs`):
-    mean(row) - k mean(vs) - delta op 0."""
+    """An expected outcome. Absolute (`value`): mean(row) op value; relative (`vs` and/or
+    `vs_metric`): mean(row, metric) - k mean(vs, vs_metric) - delta op 0, where `vs` defaults to
+    the row itself and `vs_metric` to `metric`. `metric` may be a list of names or patterns."""
 
     row: str
-    metric: str
+    metric: str | list[str]
     op: str
     text: str
     value: float | None = None
     vs: str | None = None
+    vs_metric: str | None = None
     k: float = 1.0
     delta: float = 0.0
     published: str = ""
@@ -202,8 +205,11 @@ def parse_preset(data: dict[str, Any], path: Path | None = None) -> Preset:
         for ref in (crit.row, crit.vs):
             if ref is not None and ref not in names:
                 raise UnknownNameError(f"row in {label}", ref, names)
-        if (crit.value is None) == (crit.vs is None):
-            raise ConfigError(f"{label}: give exactly one of value (absolute threshold) or vs (another row)")
+        if (crit.value is None) == (crit.vs is None and crit.vs_metric is None):
+            raise ConfigError(f"{label}: give exactly one of value (absolute threshold) or vs / vs_metric "
+                              f"(another row or cell)")
+        if crit.vs_metric is not None and isinstance(crit.metric, list):
+            raise ConfigError(f"{label}: vs_metric needs a single metric, not a list")
         criteria.append(crit)
     kw = {k: v for k, v in data.items() if k not in ("rows", "criteria")}
     preset = Preset(**kw, rows=rows, criteria=criteria, path=path)

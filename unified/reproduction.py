@@ -126,21 +126,25 @@ def judge_absolute(crit: PresetCriterion, group: Group, metric: str) -> CellOutc
     return CellOutcome(metric, status, text, est.mean, low, high, floor, chance)
 
 
-def judge_relative(crit: PresetCriterion, group: Group, other: Group, metric: str) -> CellOutcome:
-    """mean(row) - k mean(vs) - delta op 0 with compare.py's Welch interval and chance marking."""
+def judge_relative(crit: PresetCriterion, group: Group, other: Group, metric: str,
+                   other_metric: str | None = None) -> CellOutcome:
+    """mean(row, metric) - k mean(vs, other_metric) - delta op 0 with compare.py's Welch interval
+    and chance marking (other_metric defaults to metric)."""
+    om = other_metric or metric
     c = Criterion(crit.text, metric, crit.text, k=crit.k, delta=crit.delta, higher=crit.higher,
                   strict=crit.op == ">", scale=100.0 if is_accuracy(metric) else 1.0,
                   unit=" pts" if is_accuracy(metric) else "", chance=is_accuracy(metric))
-    r = judge(c, group.values(metric), other.values(metric))
+    r = judge(c, group.values(metric), other.values(om))
     floor = group.floor(metric)
-    chance = (group.at_chance(metric), other.at_chance(metric))
+    chance = (group.at_chance(metric), other.at_chance(om))
     status, text = r.status, r.text
     if chance[0] and chance[1] and status in (MET, INDICATIVE_MET, NOT_SHOWN):
         status = BOTH_AT_CHANCE
     if any(chance):
         text += "; at chance: " + ", ".join(n for n, f in ((group.label, chance[0]), (other.label, chance[1])) if f)
-    means = (group.estimate(metric), other.estimate(metric))
-    head = " vs ".join(f"{g.label} {show(e.mean if e else None, metric)}" for g, e in zip((group, other), means))
+    means = (group.estimate(metric), other.estimate(om))
+    names = (group.label, other.label) if om == metric else (f"{group.label} {metric}", f"{other.label} {om}")
+    head = " vs ".join(f"{n} {show(e.mean if e else None, metric)}" for n, e in zip(names, means))
     cc = r.contrast
     return CellOutcome(metric, status, f"{head}: {text}", cc.value if cc else None, cc.ci_low if cc else None,
                        cc.ci_high if cc else None, floor, chance[0])
@@ -168,15 +172,20 @@ def evaluate(preset: Preset, groups: dict[str, Group]) -> list[Outcome]:
     outcomes = []
     for crit in preset.criteria:
         g = groups[crit.row]
-        other = groups.get(crit.vs) if crit.vs else None
-        names = g.metric_names() | (other.metric_names() if other else set())
-        if "*" in crit.metric or "?" in crit.metric:
-            metrics = sorted((m for m in names if fnmatch.fnmatchcase(m, crit.metric)), key=_cell_order)
-        else:
-            metrics = [crit.metric]
-        cells = [judge_relative(crit, g, other, m) if other else judge_absolute(crit, g, m) for m in metrics]
+        relative = crit.vs is not None or crit.vs_metric is not None
+        other = groups[crit.vs] if crit.vs else g
+        names = g.metric_names() | other.metric_names()
+        metrics: list[str] = []
+        for pat in crit.metric if isinstance(crit.metric, list) else [crit.metric]:
+            if "*" in pat or "?" in pat or "[" in pat:
+                metrics += sorted((m for m in names if fnmatch.fnmatchcase(m, pat)), key=_cell_order)
+            else:
+                metrics.append(pat)
+        metrics = list(dict.fromkeys(metrics))
+        cells = [judge_relative(crit, g, other, m, crit.vs_metric) if relative else judge_absolute(crit, g, m)
+                 for m in metrics]
         if not cells:
-            cells = [CellOutcome(crit.metric, NA, f"no metric matches {crit.metric!r}")]
+            cells = [CellOutcome(str(crit.metric), NA, f"no metric matches {crit.metric!r}")]
         outcomes.append(Outcome(crit, cells, combine([c.status for c in cells])))
     return outcomes
 
@@ -253,7 +262,8 @@ def hypotheses_table(preset: Preset, outcomes: Sequence[Outcome]) -> list[str]:
 def report_cells(preset: Preset, groups: dict[str, Group]) -> list[str]:
     """Cells for the rows table: those the criteria and the figure use, in natural order."""
     names = set().union(*(g.metric_names() for g in groups.values())) if groups else set()
-    pats = [c.metric for c in preset.criteria] + ["iid_em", "ood_em"]
+    pats = [m for c in preset.criteria for m in (c.metric if isinstance(c.metric, list) else [c.metric])]
+    pats += [c.vs_metric for c in preset.criteria if c.vs_metric] + ["iid_em", "ood_em"]
     task = preset.figure.get("task") or []
     for t in task if isinstance(task, list) else [task]:
         pats += [f"iid_em/{t}", f"ood_em/{t}/*"]
