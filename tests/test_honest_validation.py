@@ -35,7 +35,7 @@ def test_validation_losses_are_cross_entropy_only(tmp_path: Path) -> None:
     """With lambda_ponder = 10 (aux ~ 25 nats), val_loss and val_lang_loss equal the pure
     cross-entropy recomputed here from the logits, val_aux_loss holds the ponder cost, and the
     language stderr is the spread of the per-window losses."""
-    t = _act_trainer(tmp_path)
+    t = _act_trainer(tmp_path, eval_every=10)
     rec = t.validate()
     model = t.model.eval()
     with torch.no_grad():
@@ -76,12 +76,15 @@ def test_best_model_and_summary_exclude_the_ponder_cost(tmp_path: Path) -> None:
 
 
 def test_language_validation_cap_and_batching(tmp_path: Path) -> None:
-    """val_lang_tokens caps the held-out tokens (whole windows); the result does not depend on
-    how many windows go through the model at once."""
-    a = _act_trainer(tmp_path / "a", val_lang_tokens=SEQ * 7 + 5, batch_size=3).validate()
-    b = _act_trainer(tmp_path / "b", val_lang_tokens=SEQ * 7, batch_size=4).validate()
+    """val_lang_tokens caps the held-out tokens (whole windows), and so do the tokens trained
+    between two validations; the result does not depend on how many windows go through the
+    model at once."""
+    a = _act_trainer(tmp_path / "a", val_lang_tokens=SEQ * 7 + 5, batch_size=3, eval_every=10).validate()
+    b = _act_trainer(tmp_path / "b", val_lang_tokens=SEQ * 7, batch_size=4, eval_every=10).validate()
     assert a["val_lang_windows"] == b["val_lang_windows"] == 7
     assert a["val_lang_loss"] == pytest.approx(b["val_lang_loss"], rel=1e-6)
+    c = _act_trainer(tmp_path / "c", val_lang_tokens=10**6, batch_size=4, eval_every=2).validate()
+    assert c["val_lang_tokens"] == 2 * 4 * SEQ  # eval_every x tokens per step
 
 
 def test_halting_collapse_warns_once_and_is_logged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -85,7 +85,7 @@ class TrainConfig:
     eval_every: int = 200
     eval_samples: int = 32  # held-out validation examples per task at each validation
     val_rows: int = 32
-    val_lang_tokens: int = 65_536  # cap on the held-out language tokens of each validation (whole windows)
+    val_lang_tokens: int = 131_072  # held-out language tokens per validation (at most those trained between two)
     log_every: int = 10
     grad_clip: float = 1.0
     dtype: str = "fp32"
@@ -302,9 +302,10 @@ class Trainer(Checkpointing):
         if has_aux:
             rec["val_aux_loss"] = aux_sum / max(n_rows, 1)
         if self.corpus is not None:  # cross-entropy on held-out text, with its stderr (unified.validation)
+            # never more held-out tokens than the run trains between two validations (tiny runs stay cheap)
+            cap = min(self.cfg.val_lang_tokens, self.cfg.eval_every * self.tokens_per_step)
             rec.update(language_validation(self.model, self.corpus.val, self.cfg.seq_len, self.cfg.batch_size,
-                                           self.cfg.val_lang_tokens, self.corpus.bytes_per_token, self.device,
-                                           self.autocast))
+                                           cap, self.corpus.bytes_per_token, self.device, self.autocast))
         rows_all = []
         for task in self.tasks:
             rows = score_examples(self.model, self.tokenizer, self.val_examples[task.name])
