@@ -1,11 +1,15 @@
-"""Exact resume after SIGKILL, atomic checkpoints, safe loading, mixed precision and torch.compile
-(DESIGN contract 5; issue 10). Bad inputs are in test_bad_inputs.py, torchrun in test_distributed.py."""
+"""Exact resume after SIGKILL and SIGTERM, atomic checkpoints, safe loading of every variant's
+checkpoints, mixed precision and torch.compile (DESIGN contract 5; issues 10 and 15). Bad inputs are
+in test_bad_inputs.py, the resume contract and the run lock in test_resume_contract.py, torchrun in
+test_distributed.py."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -18,9 +22,10 @@ import pytest
 import torch
 
 from cli_helpers import ROOT, run_cli
-from conftest import tiny_model
-from unified.checkpoint import (atomic_save, load_checkpoint, model_from_checkpoint, remove_stale_temps,
-                                save_checkpoint)
+from conftest import TINY_OVERRIDES, tiny_model
+from unified.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, model_from_checkpoint,
+                                remove_stale_temps, save_checkpoint)
+from unified.errors import WriteError
 from unified.runlog import append_metrics, read_metrics
 
 # 32 steps mixing algorithmic and procedural-language rows (the language phase starts at step
@@ -53,39 +58,55 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    ref = _train([*RESUME_ARGS, "--output_dir", "ref"], tmp_path, env)  # runs alongside the killed one
-    victim = _train([*RESUME_ARGS, "--output_dir", "run"], tmp_path, env)
-    run = tmp_path / "run"
-    deadline = time.time() + 240
-    while victim.poll() is None and time.time() < deadline:
-        # kill once a checkpoint exists and training has logged past it
-        if (run / "last.pt").is_file() and any(r["kind"] == "train" and r["step"] > 8
+def _kill_after(proc: subprocess.Popen, run: Path, sig: int, after_step: int, deadline: float) -> None:
+    """Send `sig` once a checkpoint exists and a train record past `after_step` was logged."""
+    while proc.poll() is None and time.time() < deadline:
+        if (run / "last.pt").is_file() and any(r["kind"] == "train" and r["step"] > after_step
                                                for r in read_metrics(run / "metrics.jsonl")):
-            victim.send_signal(signal.SIGKILL)
-            break
+            proc.send_signal(sig)
+            return
         time.sleep(0.005)
-    assert victim.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (run / "summary.json").exists()
-    ckpt_step = load_checkpoint(run / "last.pt")["step"]
-    logged_steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
-    assert max(logged_steps) > ckpt_step  # records after the checkpoint, which the resume replaces
 
-    r = run_cli("train.py", *RESUME_ARGS, "--output_dir", "run", "--resume", cwd=tmp_path, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+
+@pytest.mark.slow
+def test_sigkill_and_sigterm_then_resume_reproduce_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Two runs killed at random points, one with SIGKILL (no cleanup at all) and one with SIGTERM
+    (exits 143 after removing its temporary files and lock), then resumed: every logged record and
+    the final weights are bit-identical to an uninterrupted run's."""
+    env = _env(tmp_path)
+    rng = random.Random()
+    points = {signal.SIGKILL: rng.randint(8, 15), signal.SIGTERM: rng.randint(16, 26)}  # after ckpt 8 / 16
+    ref = _train([*RESUME_ARGS, "--output_dir", "ref"], tmp_path, env)  # runs alongside the killed ones
+    victims = {sig: _train([*RESUME_ARGS, "--output_dir", f"run{int(sig)}"], tmp_path, env) for sig in points}
+    deadline = time.time() + 300
+    for sig, proc in victims.items():
+        _kill_after(proc, tmp_path / f"run{int(sig)}", sig, points[sig], deadline)
+    for sig, proc in victims.items():
+        run, code = tmp_path / f"run{int(sig)}", proc.wait(timeout=60)
+        err = proc.stderr.read()
+        assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM), (points, code, err[-1500:])
+        if sig == signal.SIGTERM:  # a clean stop: one line, lock and temporary files gone
+            frames = {part.strip() for line in err.split("\n") for part in line.split("\r")}
+            assert "terminated" in frames and "Traceback" not in err, err[-1500:]
+            assert not (run / ".train.lock").exists() and not list(run.glob(".*.tmp"))
+        assert not (run / "summary.json").exists()
+        ckpt_step = load_checkpoint(run / "last.pt")["step"]
+        assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) > ckpt_step  # replaced on resume
+        r = run_cli("train.py", *RESUME_ARGS, "--output_dir", run.name, "--resume", cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
     assert ref.wait(timeout=300) == 0, ref.stderr.read()[-2000:]
 
-    ref_log, run_log = _logged(tmp_path / "ref"), _logged(run)
+    ref_log = _logged(tmp_path / "ref")
     assert len(ref_log) == 15  # 11 train + 4 val records
-    assert run_log == ref_log  # exact: losses, grad norms, lr, validation metrics
-    for name in ("last.pt", "best_model.pt"):
-        a, b = load_checkpoint(tmp_path / "ref" / name), load_checkpoint(run / name)
-        assert a["step"] == b["step"] and a["best_step"] == b["best_step"]
-        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 32 and summary["final_loss"] == ref_log[-2]["loss"]
+    for sig in points:
+        run = tmp_path / f"run{int(sig)}"
+        assert _logged(run) == ref_log, (sig, points)  # exact: losses, grad norms, lr, validation metrics
+        for name in ("last.pt", "best_model.pt"):
+            a, b = load_checkpoint(tmp_path / "ref" / name), load_checkpoint(run / name)
+            assert a["step"] == b["step"] and a["best_step"] == b["best_step"]
+            assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == 32 and summary["final_loss"] == ref_log[-2]["loss"]
 
 
 def _checkpoint(path: Path, step: int) -> None:
@@ -196,6 +217,34 @@ def test_compiled_model_checkpoint_is_plain_and_loads_into_an_uncompiled_model(t
     assert not hasattr(plain, "_orig_mod")
     model.eval(), plain.eval()
     assert torch.equal(plain(x).logits, model(x).logits)
+
+
+@pytest.mark.parametrize("variant", sorted(TINY_OVERRIDES))
+def test_every_variants_checkpoint_passes_the_load_checks_and_reloads_exactly(tmp_path: Path, variant: str) -> None:
+    """The checks of load_checkpoint (format fields, options typed, the declared model built on
+    the meta device and its shapes compared with the stored tensors) accept every variant's own
+    checkpoint, and the rebuilt model computes the same logits."""
+    torch.manual_seed(0)
+    model = tiny_model(variant).eval()
+    save_checkpoint(tmp_path / "m.pt", model, "byte", step=3)
+    plain = model_from_checkpoint(load_checkpoint(tmp_path / "m.pt")).eval()
+    x = torch.randint(0, 61, (2, 16))
+    assert torch.equal(plain(x).logits, model(x).logits)
+
+
+def test_failed_write_removes_its_temporary_file_and_names_the_file(tmp_path: Path, monkeypatch) -> None:
+    """A write error (here ENOSPC from os.fsync) is a one-line WriteError; the old file stays."""
+    path = tmp_path / "config.json"
+    atomic_write_text(path, "old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(WriteError, match=r"could not write .*config.json' \(No space left on device\); the previous"):
+        atomic_write_text(path, "new\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
 PICO_SHORT = ["--model_size", "pico", "--max_steps", "4", "--eval_every", "4", "--log_every", "1",
