@@ -11,6 +11,7 @@ import torch
 from conftest import TINY, tiny_model
 from unified.config import SCALES
 from unified.model import create_model, variant_names
+from unified.properties import cached_logits, causality_diffs, default_splits
 
 VARIANTS = variant_names()
 T = 40  # crosses the chunk/window sizes the tiny overrides set
@@ -28,23 +29,11 @@ def test_causality(variant: str, mode: str) -> None:
     torch.manual_seed(0)
     model = tiny_model(variant, dropout=0.0)
     model.train(mode == "train")
-    ids = _ids()
-    with torch.no_grad():
-        torch.manual_seed(1)
-        base = model(ids).logits
-        for t in (0, 7, 8, 15, 16, 23, 31, T - 2):
-            changed = ids.clone()
-            changed[:, t + 1:] = (changed[:, t + 1:] + 1 + torch.arange(T - t - 1)) % TINY["vocab_size"]
-            torch.manual_seed(1)
-            out = model(changed).logits
-            diff = (out[:, : t + 1] - base[:, : t + 1]).abs().max().item()
-            assert diff <= 1e-6, f"{variant}: position <= {t} sees the future (max diff {diff:.2e})"
-            assert (out[:, t + 1:] - base[:, t + 1:]).abs().max() > 0, "test did not change the input"
-        other = ids.clone()
-        other[1] = (other[1] + 3) % TINY["vocab_size"]
-        torch.manual_seed(1)
-        out = model(other).logits
-        assert (out[0] - base[0]).abs().max().item() <= 1e-6, f"{variant}: batch rows mix"
+    res = causality_diffs(model, _ids(), (0, 7, 8, 15, 16, 23, 31, T - 2), seed=1)
+    for t, diff in res["past"].items():
+        assert diff <= 1e-6, f"{variant}: position <= {t} sees the future (max diff {diff:.2e})"
+        assert res["future"][t] > 0, "test did not change the input"
+    assert res["rows"] <= 1e-6, f"{variant}: batch rows mix"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -54,14 +43,8 @@ def test_cache_equivalence(variant: str) -> None:
     ids = _ids()
     with torch.no_grad():
         full = model(ids).logits
-        for splits in ([0] + list(range(1, T + 1)), [0, 9] + list(range(10, T + 1)), [0, 5, 17, 18, 33, T]):
-            cache = model.init_cache(ids.shape[0])
-            parts = []
-            for a, b in zip(splits[:-1], splits[1:]):
-                out = model(ids[:, a:b], cache=cache)
-                cache = out.cache
-                parts.append(out.logits)
-            step = torch.cat(parts, dim=1)
+        for splits in default_splits(T):
+            step = cached_logits(model, ids, splits)
             torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-4,
                                        msg=lambda m: f"{variant} splits {splits[:4]}...: {m}")
 
