@@ -72,18 +72,27 @@ def peak_rss() -> float:
 
 
 # ---- the peak ------------------------------------------------------------------------------------
-def _best_gflops(fn: Callable[[], Any], flops: float, reps: int) -> float:
+def sync(device: torch.device | str = "cpu") -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so wall times are real."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_gflops(fn: Callable[[], Any], flops: float, reps: int, device: torch.device | str = "cpu") -> float:
     """GFLOP/s of the fastest of `reps` timed calls of `fn` after one warm-up call."""
     fn()  # warm-up (first call sets up kernels / packs)
+    sync(device)
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return flops / best / 1e9
 
 
-def matmul_peak(sizes: tuple[int, ...] = (1024, 1536, 2048), reps: int = 5) -> dict[str, Any]:
+def matmul_peak(sizes: tuple[int, ...] = (1024, 1536, 2048), reps: int = 5,
+                device: torch.device | str = "cpu") -> dict[str, Any]:
     """Best GFLOP/s of square matmuls per setting (float32 under "highest" and "medium", bf16),
     and each setting's relative error vs float64 (at n = sizes[0]). The float32 peak is the fastest
     float32 setting whose error stays at float32 level (<= FP32_LEVEL_TOL); bf16 is the bf16 peak."""
@@ -100,9 +109,10 @@ def matmul_peak(sizes: tuple[int, ...] = (1024, 1536, 2048), reps: int = 5) -> d
                 b = torch.randn(n, n, generator=g)
                 if err is None:
                     ref = a.double() @ b.double()
-                    err = float(((a.to(dtype) @ b.to(dtype)).double() - ref).norm() / ref.norm())
-                a, b = a.to(dtype), b.to(dtype)
-                per_size[n] = round(_best_gflops(lambda: a @ b, 2.0 * n ** 3, reps), 1)
+                    prod = a.to(device, dtype) @ b.to(device, dtype)
+                    err = float((prod.double().cpu() - ref).norm() / ref.norm())
+                a, b = a.to(device, dtype), b.to(device, dtype)
+                per_size[n] = round(_best_gflops(lambda: a @ b, 2.0 * n ** 3, reps, device), 1)
             settings[name] = {"gflops": max(per_size.values()), "per_size": per_size, "rel_error_vs_fp64": err,
                               "fp32_level": err <= FP32_LEVEL_TOL}
     finally:
@@ -115,9 +125,11 @@ def matmul_peak(sizes: tuple[int, ...] = (1024, 1536, 2048), reps: int = 5) -> d
 
 
 # ---- one case ------------------------------------------------------------------------------------
-def autocast(dtype: str):
-    """bf16 autocast on CPU (what `train.py --dtype bf16` uses), or nothing for fp32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+def autocast(dtype: str, device: torch.device | str = "cpu"):
+    """bf16 autocast on the device (what `train.py --dtype bf16` uses), or nothing for fp32."""
+    if dtype != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def build(row: str, size: str, seq_len: int):
@@ -136,18 +148,19 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def train_step_times(model, batch: int, seq_len: int, dtype: str, warmup: int, steps: int,
-                     compile_model: bool = False, profile: bool = False) -> dict[str, Any]:
+                     compile_model: bool = False, profile: bool = False,
+                     device: torch.device | str = "cpu") -> dict[str, Any]:
     """Wall time of each training step after `warmup` steps (and, with `profile`, the top ops
-    of one more step by self CPU time)."""
+    of one more step by self CPU time). `device`: where the model and the batch are."""
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.cfg.vocab_size, (batch, seq_len + 1), generator=g)
+    ids = torch.randint(0, model.cfg.vocab_size, (batch, seq_len + 1), generator=g).to(device)
     x, y = ids[:, :-1], ids[:, 1:]
     opt = make_optimizer(model)
     fwd = torch.compile(model) if compile_model else model
     model.train()
 
     def step() -> None:
-        with autocast(dtype):
+        with autocast(dtype, device):
             loss = fwd(x, targets=y).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -157,11 +170,13 @@ def train_step_times(model, batch: int, seq_len: int, dtype: str, warmup: int, s
     t_first = time.perf_counter()
     for _ in range(warmup):
         step()
+    sync(device)
     warm_s = time.perf_counter() - t_first
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
+        sync(device)
         times.append(time.perf_counter() - t0)
     out: dict[str, Any] = {"step_s": times, "median_step_s": statistics.median(times), "warmup_s": warm_s}
     if profile:
@@ -182,23 +197,27 @@ def top_ops(fn: Callable[[], None], n: int = 12) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def prefill_and_decode(model, batch: int, prompt_len: int, new_tokens: int) -> tuple[float, float]:
+def prefill_and_decode(model, batch: int, prompt_len: int, new_tokens: int,
+                       device: torch.device | str = "cpu") -> tuple[float, float]:
     """(prefill tokens/s, cached decoding tokens/s) at `batch`: one forward pass over a
     `prompt_len`-token prompt with a fresh cache, then `new_tokens` greedy steps through it (under
-    `small_matmul_precision`, like the harness's `generate`)."""
+    `small_matmul_precision`, like the harness's `generate`). `device`: where the model is."""
     model.eval()
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, min(256, model.cfg.vocab_size), (batch, prompt_len), generator=g)
+    ids = torch.randint(0, min(256, model.cfg.vocab_size), (batch, prompt_len), generator=g).to(device)
     model(ids[:, :8], cache=model.init_cache(batch))  # warm-up
+    sync(device)
     t0 = time.perf_counter()
     out = model(ids, cache=model.init_cache(batch))
+    sync(device)
     prefill = batch * prompt_len / (time.perf_counter() - t0)
     tok = out.logits[:, -1].argmax(-1, keepdim=True)
     t0 = time.perf_counter()
-    with small_matmul_precision("cpu"):  # as `unified.decoding.generate` does
+    with small_matmul_precision(device):  # as `unified.decoding.generate` does
         for _ in range(new_tokens):
             out = model(tok, cache=out.cache)
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
+    sync(device)
     return prefill, batch * new_tokens / (time.perf_counter() - t0)
 
 
