@@ -14,6 +14,12 @@ from unified.task_base import Task, lowest, number
 
 
 def _pairs(digits: int) -> Iterator[tuple[int, int]]:
+    """Every ordered pair of integers that both have exactly `digits` digits."""
+    values = range(lowest(digits), 10**digits)
+    return itertools.product(values, values)
+
+
+def _pairs_longer(digits: int) -> Iterator[tuple[int, int]]:
     """Every ordered pair of integers whose longer member has exactly `digits` digits."""
     lo = lowest(digits)
     for a in range(10**digits):
@@ -64,22 +70,21 @@ class ModAddTask(Task):
 
 
 class AdditionTask(Task):
-    """Integer addition. Difficulty = digits of the longer operand.
+    """Integer addition. Difficulty = digits of each operand.
 
-    Format: ``add 123+45=`` -> ``168``. One operand has exactly `difficulty` digits, the other
-    1..difficulty digits; which side is longer is random.
-    Equivalence class: the two operand orders (``add 8+51=`` ~ ``add 51+8=``).
+    Format: ``add 123+456=`` -> ``579``. Both operands have exactly `difficulty` digits, so the
+    prompt length grows with the difficulty and every OOD prompt (5+ digits: at least 16
+    characters after the tag) is longer than every training one (4 digits: at most 14).
+    Equivalence class: the two operand orders (``add 18+51=`` ~ ``add 51+18=``).
     """
 
     name, tag, difficulty_name = "addition", "add", "digits"
-    train_range, ood_values = (1, 4), (7, 8, 10)
+    train_range, ood_values = (1, 4), (5, 6, 8)
     description = "sum of two non-negative integers"
     twin_class = "operand order"
 
     def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
-        a, b = number(rng, difficulty), number(rng, rng.randint(1, difficulty))
-        if rng.random() < 0.5:
-            a, b = b, a
+        a, b = number(rng, difficulty), number(rng, difficulty)
         return f"{a}+{b}", str(a + b)
 
     def _canonical_body(self, body: str) -> str:
@@ -93,31 +98,27 @@ class AdditionTask(Task):
             yield f"{a}+{b}", str(a + b)
 
     def _body_answer_bounds(self, difficulty: int) -> tuple[int, int]:
-        # shortest: d-digit + 1-digit, sum has d digits (1 for 0+0); longest: 9..9+9..9
+        # shortest: 10..0+10..0 (sum d digits; 0+0=0 at d=1); longest: 9..9+9..9 (d+1 digits)
         d = difficulty
-        return d + 2 + (1 if d == 1 else d), 2 * d + 1 + d + 1
+        return 2 * d + 1 + d, 2 * d + 1 + d + 1
 
 
 class MultiplicationTask(Task):
-    """Integer multiplication. Difficulty = digits of the longer operand.
+    """Integer multiplication. Difficulty = digits of each operand.
 
-    Format: ``mul 12*34=`` -> ``408``. One operand has exactly `difficulty` digits, the other
-    1..difficulty digits; which side is longer is random.
-    Equivalence class: the two operand orders (``mul 7*31=`` ~ ``mul 31*7=``).
-    The shortest prompt+answer at difficulty d is ``mul <d digits>*0=0`` (d + 3 characters
-    after the tag), which is why the OOD grid starts at 11 digits: every OOD example is longer
-    than the longest training example (3 digits: ``mul 999*999=998001``).
+    Format: ``mul 12*34=`` -> ``408``. Both operands have exactly `difficulty` digits, so every
+    OOD example (4+ digits: ``mul 1000*1000=1000000``, 16 characters after the tag) is longer
+    than every training one (3 digits: ``mul 999*999=998001``, 13).
+    Equivalence class: the two operand orders (``mul 17*31=`` ~ ``mul 31*17=``).
     """
 
     name, tag, difficulty_name = "multiplication", "mul", "digits"
-    train_range, ood_values = (1, 3), (11, 12)
+    train_range, ood_values = (1, 3), (4, 5)
     description = "product of two non-negative integers"
     twin_class = "operand order"
 
     def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
-        a, b = number(rng, difficulty), number(rng, rng.randint(1, difficulty))
-        if rng.random() < 0.5:
-            a, b = b, a
+        a, b = number(rng, difficulty), number(rng, difficulty)
         return f"{a}*{b}", str(a * b)
 
     def _canonical_body(self, body: str) -> str:
@@ -131,8 +132,8 @@ class MultiplicationTask(Task):
             yield f"{a}*{b}", str(a * b)
 
     def _body_answer_bounds(self, difficulty: int) -> tuple[int, int]:
-        d = difficulty
-        return d + 2 + 1, 2 * d + 1 + 2 * d  # x*0=0 .. 9..9*9..9 (2d digits)
+        d = difficulty  # 10..0*10..0 (2d - 1 digits; 0*0=0 at d=1) .. 9..9*9..9 (2d digits)
+        return 2 * d + 1 + (1 if d == 1 else 2 * d - 1), 2 * d + 1 + 2 * d
 
 
 def _chain_value(first: int, steps: list[tuple[str, int]]) -> int:
@@ -248,7 +249,7 @@ class CompareTask(Task):
         return 100**difficulty
 
     def _bodies(self, difficulty: int) -> Iterator[tuple[str, str]]:
-        for a, b in _pairs(difficulty):
+        for a, b in _pairs_longer(difficulty):
             sa, sb = str(a), str(b)
             if len(sa) != len(sb) or sum(x != y for x, y in zip(sa, sb)) <= 1:
                 yield f"{a},{b}", self._answer(a, b)
