@@ -11,6 +11,7 @@ from pathlib import Path
 
 from unified.cli import ArgumentParser, ensure_writable_dir, run_cli
 from unified.compare import compare
+from unified.progress import set_quiet
 
 
 def build_parser() -> ArgumentParser:
@@ -38,12 +39,13 @@ def default_out(run_paths: list[Path]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     comp = compare(args.run_dirs, baseline=args.baseline)
     from unified.report import write_report
 
     out = Path(args.out) if args.out else default_out([r.path for r in comp.runs])
     ensure_writable_dir(out, "--out")
-    written = write_report(comp, out, samples=not args.no_samples, quiet=args.quiet)
+    written = write_report(comp, out, samples=not args.no_samples)
     print(f"compared {len(comp.runs)} runs in {len(comp.groups)} groups")
     for v in comp.verdicts:
         print(f"  {v.group.name} vs {v.baseline.name}: {v.overall} ({v.text})")

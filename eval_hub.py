@@ -22,6 +22,7 @@ from unified.evals.results import options_tag, results_name
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
 from unified.perf import MATMUL_PRECISIONS, set_matmul_precision
+from unified.progress import set_quiet
 from unified.tasks import resolve_tasks
 
 
@@ -73,6 +74,7 @@ def build_parser() -> ArgumentParser:
                    help="perplexity: token each window's first token is conditioned on (training puts EOS, "
                         "not BOS, before language documents)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is no terminal)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (0 = torch's default). Decoding small models is fastest on one "
                         "thread, and extra threads slow it down badly when the cores are shared")
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None, check_only: bool = False) -> int:
     options = checked_options(args)
     if check_only:
         return 0
+    set_quiet(args.quiet)
     if args.threads:
         torch.set_num_threads(args.threads)
     set_matmul_precision(args.matmul_precision, args.device)

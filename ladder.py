@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = [p for p in plan if p.lr == chosen[p.row]]
         for p in plan:
             p.action = plan_run(p.out)
-    for p in plan:
+    for k, p in enumerate(plan, 1):  # children draw their own bars; the ladder says where it is
+        print(f"[{k}/{len(plan)}] {p.name}: {p.action}", flush=True)
         execute(p, size, train_args, suites, suite_arg, eval_args, failed)
     from unified.compare import compare, is_run_dir
     from unified.report import write_report

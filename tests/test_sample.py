@@ -172,14 +172,14 @@ def test_report_samples_section_shows_every_group_side_by_side(tmp_path: Path) -
             run = fake_run(tmp_path / "runs", variant, seed, iid=0.2, ood=0.1)
             save_checkpoint(run / "best_model.pt", _model(variant), "byte", step=1)
     comp = compare([tmp_path / "runs"])
-    first = write_report(comp, tmp_path / "a", quiet=True)
+    first = write_report(comp, tmp_path / "a")
     md = first["comparison.md"].read_text()
     section = md[md.index("## Samples"):].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| pico/")]
     assert [r.split(" | ")[0] for r in rows] == ["| pico/baseline", "| pico/ssm"]
     assert LANGUAGE_PROMPT in section and algorithmic_prompt() in section and algorithmic_prompt().startswith("add ")
     assert "<h2>Samples</h2>" in first["report.html"].read_text()
-    again = write_report(comp, tmp_path / "b", quiet=True)["comparison.md"].read_text()
+    again = write_report(comp, tmp_path / "b")["comparison.md"].read_text()
     assert again[again.index("## Samples"):].split("\n## ", 1)[0] == section  # greedy: the same every time
     none = write_report(comp, tmp_path / "c", samples=False)["comparison.md"].read_text()
     assert "## Samples" not in none

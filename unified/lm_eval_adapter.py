@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from tqdm.auto import tqdm
 
 from unified.checkpoint import file_sha256
 from unified.cli import run_cli
 from unified.decoding import DecodeSettings
 from unified.errors import CheckpointError, ConfigError
+from unified.progress import progress
 from unified.sample_text import generate_until as generate_text_until
 from unified.sample_text import validate_settings
 
@@ -142,7 +142,7 @@ class UnifiedLM(TemplateLM):
         self.model.eval()
         order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
         out: list[tuple[float, bool]] = [(0.0, True)] * len(rows)
-        bar = tqdm(total=len(rows), desc=desc, disable=disable_tqdm or not sys.stderr.isatty())
+        bar = progress(total=len(rows), desc=desc, disable=disable_tqdm)
         for b in range(0, len(order), self.batch_size):
             idx = order[b:b + self.batch_size]
             seqs = [(rows[i][0] + rows[i][1])[-(self.max_length + 1):] for i in idx]
@@ -197,7 +197,7 @@ class UnifiedLM(TemplateLM):
         for i, req in enumerate(requests):
             by_kwargs[json.dumps(req.args[1], sort_keys=True, default=str)].append(i)
         out: list[str] = [""] * len(requests)
-        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm or not sys.stderr.isatty())
+        bar = progress(total=len(requests), desc="generate_until", disable=disable_tqdm)
         for key, idx in by_kwargs.items():
             kw = dict(requests[idx[0]].args[1])
             until = kw.pop("until", None) or []

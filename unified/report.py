@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from unified.compare import CONFIDENCE, CRITERIA, Comparison, Estimate, Group  # noqa: E402
 from unified.compare_runs import companion  # noqa: E402
 from unified.compare_tables import csv_frame, runs_frame, task_lengths  # noqa: E402
+from unified.progress import progress  # noqa: E402
 
 STATS_TEXT = (
     f"Runs of the same size, variant and model overrides are grouped over seeds. Each cell is the mean over seeds "
@@ -340,7 +339,7 @@ def criteria_lines() -> list[str]:
     return out
 
 
-def write_report(comp: Comparison, out_dir: str | Path, samples: bool = True, quiet: bool = False) -> dict[str, Path]:
+def write_report(comp: Comparison, out_dir: str | Path, samples: bool = True) -> dict[str, Path]:
     """Write comparison.csv, runs.csv, comparison.md, report.html and the figures into `out_dir`;
     with `samples`, the "Samples" section (unified.report_samples: loads each group's checkpoint)."""
     out = Path(out_dir)
@@ -351,7 +350,7 @@ def write_report(comp: Comparison, out_dir: str | Path, samples: bool = True, qu
     written["comparison.csv"], written["runs.csv"] = out / "comparison.csv", out / "runs.csv"
     notes = list(comp.notes)
     figures = []
-    for name, title, fn in tqdm(FIGURES, desc="figures", disable=quiet or not sys.stderr.isatty()):
+    for name, title, fn in progress(FIGURES, desc="figures"):
         try:
             ok = fn(comp, out / name)
         except Exception as exc:  # a figure must never sink the tables; say what went wrong
@@ -366,7 +365,7 @@ def write_report(comp: Comparison, out_dir: str | Path, samples: bool = True, qu
     main, parts, verdicts = main_table(comp), breakdown_tables(comp), verdict_table(comp)
     from unified.report_samples import group_samples, samples_html, samples_markdown
 
-    rows = group_samples(comp.groups, quiet=quiet) if samples else []
+    rows = group_samples(comp.groups) if samples else []
     if samples and not any(r.texts for r in rows):
         notes.append("samples skipped: no group has a loadable best_model.pt")
     md = _markdown(comp, main, parts, verdicts, figures, notes, samples_markdown(rows))

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import html
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
-
 from unified.errors import UnifiedError
+from unified.progress import progress
 
 LANGUAGE_PROMPT = "Once upon a time"
 LANGUAGE_TOKENS, ALGORITHMIC_TOKENS = 64, 12
@@ -48,17 +46,17 @@ def report_prompts() -> list[tuple[str, int]]:
     return [(LANGUAGE_PROMPT, LANGUAGE_TOKENS), (algorithmic_prompt(), ALGORITHMIC_TOKENS)]
 
 
-def group_samples(groups: Sequence[Any], prompts: Sequence[tuple[str, int]] | None = None, device: str = "cpu",
-                  quiet: bool = False) -> list[SampleRow]:
-    """Greedy samples of every group (its first run with a best_model.pt) for each prompt; a
-    tqdm bar on stderr unless `quiet` or stderr is not a terminal."""
+def group_samples(groups: Sequence[Any], prompts: Sequence[tuple[str, int]] | None = None,
+                  device: str = "cpu") -> list[SampleRow]:
+    """Greedy samples of every group (its first run with a best_model.pt) for each prompt (with
+    a progress bar, `unified.progress`)."""
     from unified.decoding import DecodeSettings
     from unified.evals.hub import load_for_eval
     from unified.sample_text import encode_prompt, stream_sample
 
     prompts = list(prompts or report_prompts())
     rows = []
-    for g in tqdm(groups, desc="samples", disable=quiet or not sys.stderr.isatty()):
+    for g in progress(groups, desc="samples"):
         ckpt = next((Path(r.path) / "best_model.pt" for r in g.runs if (Path(r.path) / "best_model.pt").is_file()), None)
         if ckpt is None:
             rows.append(SampleRow(g.name, None, note="no best_model.pt"))

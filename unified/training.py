@@ -196,16 +196,16 @@ class Trainer(Checkpointing):
         # rank 0 names the run folder (a default one gets a free suffix) and every rank uses it
         self.out = Path(broadcast_object(str(resolve_output_dir(cfg)) if self.is_main else None, world_size))
         self.notices: list[str] = []
+        self.lock, self.last_saved_step = lock or RunLock(), None
+        if self.is_main and (self.out.is_dir() or not cfg.resume):  # one writer per run folder, checked first
+            ensure_writable_dir(self.out, "output dir")  # (a --resume into nothing fails below, creating nothing)
+            self.lock.acquire(self.out)
+            if self.lock.note:
+                self.notices.append(self.lock.note)
         self.resume_state = ResumeState.open(cfg, self.out, given, world_size) if cfg.resume else None
         if self.resume_state is not None:  # from here on cfg is the stored run plus the allowed changes
             cfg.validate(world_size)
             self.notices += self.resume_state.notes
-        self.lock, self.last_saved_step = lock or RunLock(), None
-        if self.is_main:  # one writer per run folder, checked before any long work
-            ensure_writable_dir(self.out, "output dir")
-            self.lock.acquire(self.out)
-            if self.lock.note:
-                self.notices.append(self.lock.note)
         self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         cfg.matmul_precision = set_matmul_precision(cfg.matmul_precision, self.device).setting
         self.tasks = resolve_tasks(cfg.alg_tasks)

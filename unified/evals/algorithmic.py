@@ -26,6 +26,7 @@ from unified.decoding import DecodeSettings, generate
 from unified.errors import ConfigError
 from unified.evals.results import mean_stderr
 from unified.model import LanguageModel
+from unified.progress import progress
 from unified.tasks import Example, Task, get_task
 from unified.tokenizer import Tokenizer
 
@@ -190,7 +191,7 @@ def run_algorithmic(model: LanguageModel, tokenizer: Tokenizer, tasks: Sequence[
     per OOD value, each with n, n_distinct, floor and length range; pooled IID and OOD numbers."""
     per_task: dict[str, Any] = {}
     iid_cells, ood_cells, all_iid, all_ood = [], [], [], []
-    for task in tasks:
+    for task in progress(tasks, desc="algorithmic"):  # a bar on a terminal (unified.progress)
         lo, hi = task.train_range
         iid_examples = heldout_cell(task, "eval", list(range(lo, hi + 1)), settings.limit, settings.seed)
         rows = score_examples(model, tokenizer, iid_examples, settings.batch_size)

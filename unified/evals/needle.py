@@ -32,6 +32,7 @@ from unified.decoding import DecodeSettings, generate
 from unified.errors import ConfigError, UnifiedError
 from unified.evals.results import mean_stderr
 from unified.model import LanguageModel
+from unified.progress import progress
 from unified.tokenizer import Tokenizer
 
 NEEDLE_STREAM = 7  # seed-stream id of the needle suite (other suites use other ids)
@@ -221,7 +222,7 @@ def run_needle(model: LanguageModel, tokenizer: Tokenizer, settings: NeedleSetti
     per_length: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     all_rows: list[dict[str, Any]] = []
-    for length in lengths:
+    for length in progress(lengths, desc="needle lengths"):  # a bar on a terminal (unified.progress)
         if length < builder.minimum_length():
             skipped[str(length)] = (f"shorter than the smallest needle prompt ({builder.minimum_length()} tokens "
                                     f"with tokenizer {tokenizer.name!r})")
