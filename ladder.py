@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = parse_lr_grid(args.lr_grid) if args.lr_grid else list(preset.lr_grid) if preset else []
     suite_arg = args.suite or (preset.suite(size) if preset else "all")
     suites = [] if args.no_eval else resolve_suite(suite_arg)
-    train_args = [*(preset.train_args(size) if preset else []), *user_train_args]
+    train_args = [*(preset.train_args(size, without=("lr",) if grid else ()) if preset else []), *user_train_args]
     for flag in train_args:
         if flag.split("=", 1)[0] in LADDER_OWNED:
             raise ConfigError(f"{flag.split('=', 1)[0]} is set by the ladder; remove it from the train.py options "

@@ -124,9 +124,10 @@ class Preset:
         """The eval_hub.py suite of this preset at `size`."""
         return str(self.eval_options(size).get("suite", "algorithmic"))
 
-    def train_args(self, size: str) -> list[str]:
-        """train.py arguments shared by every row at `size`."""
-        return flags(self.train_options(size))
+    def train_args(self, size: str, without: tuple[str, ...] = ()) -> list[str]:
+        """train.py arguments shared by every row at `size`, leaving out the options `without`
+        (the ladder drops the preset's `lr` when an --lr_grid sets the rates)."""
+        return flags({k: v for k, v in self.train_options(size).items() if k not in without})
 
     def eval_args(self, size: str) -> list[str]:
         """eval_hub.py arguments (without --suite) at `size`."""

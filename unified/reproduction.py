@@ -105,7 +105,7 @@ def _holds(x: float, op: str, value: float) -> bool:
 def judge_absolute(crit: PresetCriterion, group: Group, metric: str) -> CellOutcome:
     """mean(row) op value on the row's interval over seeds (indicative with one seed)."""
     est = group.estimate(metric)
-    floor, chance = group.floor(metric), group.at_chance(metric)
+    floor, chance = (group.floor(metric), group.at_chance(metric)) if is_accuracy(metric) else (None, None)
     if est is None:
         return CellOutcome(metric, NA, f"no {metric} for {group.label}", floor=floor)
     low, high, how = est.ci_low, est.ci_high, "95% CI over seeds"
@@ -115,6 +115,8 @@ def judge_absolute(crit: PresetCriterion, group: Group, metric: str) -> CellOutc
         if ses:
             half = Z_975 * ses[0]
             low, high, how = max(0.0, est.mean - half), min(1.0, est.mean + half), "eval sampling only"
+            if not is_accuracy(metric):
+                low, high = est.mean - half, est.mean + half
     elif _holds(low, crit.op, crit.value) and _holds(high, crit.op, crit.value):
         status = MET
     elif not _holds(low, crit.op, crit.value) and not _holds(high, crit.op, crit.value):
@@ -122,7 +124,7 @@ def judge_absolute(crit: PresetCriterion, group: Group, metric: str) -> CellOutc
     else:
         status = NOT_SHOWN
     ci = "" if low is None else f" [{show(low, metric)}, {show(high, metric)}] ({how})"
-    text = f"{show(est.mean, metric)}{ci}; need {crit.op} {show(crit.value, metric)}"
+    text = f"{show(est.mean, metric)}{ci}; need {crit.op} {show(crit.value, metric)}" + ("; at chance" if chance else "")
     return CellOutcome(metric, status, text, est.mean, low, high, floor, chance)
 
 
@@ -135,9 +137,18 @@ def judge_relative(crit: PresetCriterion, group: Group, other: Group, metric: st
                   strict=crit.op == ">", scale=100.0 if is_accuracy(metric) else 1.0,
                   unit=" pts" if is_accuracy(metric) else "", chance=is_accuracy(metric))
     r = judge(c, group.values(metric), other.values(om))
-    floor = group.floor(metric)
-    chance = (group.at_chance(metric), other.at_chance(om))
-    status, text = r.status, r.text
+    acc = is_accuracy(metric)
+    floor = group.floor(metric) if acc else None
+    chance = (group.at_chance(metric), other.at_chance(om)) if acc else (None, None)
+    status = r.status
+    if crit.k == 1.0:  # a difference: compare's text (variant - other with its interval), our own "need"
+        text = r.text.rsplit(" (need", 1)[0] + f" (need {crit.op} {crit.delta * c.scale:+g}{c.unit})"
+    else:  # a ratio: mean(row) / mean(other) and the contrast row - k x other with its interval
+        cc = r.contrast
+        ci = "" if cc is None or cc.ci_low is None else f" [{cc.ci_low:+.3g}, {cc.ci_high:+.3g}]"
+        ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}x"
+        text = (f"{ratio} the other (need {crit.op} {crit.k:g}x); row - {crit.k:g} x other = "
+                f"{cc.value if cc else float('nan'):+.3g}{ci}")
     if chance[0] and chance[1] and status in (MET, INDICATIVE_MET, NOT_SHOWN):
         status = BOTH_AT_CHANCE
     if any(chance):

@@ -85,8 +85,8 @@ def _criteria(ax, outcomes: Sequence[Any]) -> bool:
     if not items:
         return False
     for i, (label, c, crit) in enumerate(items):
-        lo = c.low if c.low is not None else c.mean
-        hi = c.high if c.high is not None else c.mean
+        lo = min(c.mean, c.low if c.low is not None else c.mean)
+        hi = max(c.mean, c.high if c.high is not None else c.mean)
         ax.errorbar([c.mean], [i], xerr=[[c.mean - lo], [hi - c.mean]], fmt="o", capsize=3, color="C0")
         if crit.value is not None:
             ax.plot([crit.value], [i], "r|", ms=14)
