@@ -47,6 +47,7 @@ from unified.tasks import resolve_tasks
 from unified.tracking import Tracker, check_report_to, open_tracker
 from unified.tokenizer import load_tokenizer
 from unified.validation import language_validation
+from unified.variants.ssm import kernel_backends
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -521,7 +522,8 @@ class Trainer(Checkpointing):
                    "final_loss": _ce(train[-1]) if train else None, "best_step": self.best_step,
                    "best_val_loss": self.best_val, "final_val": vals[-1] if vals else None,
                    "language_source": self.corpus.name if self.corpus else None,
-                   "device": str(self.device), "dtype": self.cfg.dtype, "world_size": self.world}
+                   "device": str(self.device), "dtype": self.cfg.dtype, "world_size": self.world,
+                   "kernels": kernel_backends(m)}
         atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.tracker.close()
         return summary

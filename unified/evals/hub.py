@@ -27,6 +27,7 @@ from unified.evals.results import base_meta, options_tag, write_results
 from unified.model import LanguageModel
 from unified.tasks import TASK_NAMES, resolve_tasks
 from unified.tokenizer import Tokenizer, load_tokenizer
+from unified.variants.ssm import kernel_backends
 
 
 @dataclass
@@ -249,6 +250,6 @@ def suite_meta(ctx: EvalContext, sha: str, wall: float, eval_options: dict[str, 
                      frozen_params=m.num_frozen_params(), model_options=asdict(m.opts),
                      tokenizer=ctx.tokenizer.name, seed=ctx.options.get("seed", 0),
                      decoding={"strategy": "greedy", "cache": True}, device=str(p.device), dtype=str(p.dtype),
-                     threads=torch.get_num_threads(),
+                     threads=torch.get_num_threads(), kernels=kernel_backends(m),
                      train_step=ctx.checkpoint.get("step"), wall_time_s=wall,
                      eval_options=eval_options or {}, eval_tag=options_tag(eval_options or {}), **ctx.meta_extra)
