@@ -264,6 +264,9 @@ class Trainer(Checkpointing):
         run_tokens = self.total_steps * self.tokens_per_step
         lang_tokens = run_tokens - (cfg.alg_tokens if cfg.alg_tokens is not None else run_tokens // 2)
         procedural_bytes = int(min(64e6, max(1e6, 2 * lang_tokens)))
+        if self.resume_state is not None:  # the corpus the run started with, however far --max_steps extends it
+            procedural_bytes = self.resume_state.stored.get("procedural_bytes", procedural_bytes)
+        self.procedural_bytes = procedural_bytes
         corpus, tokenizer, notices = load_language(
             spec, cfg.tokenizer, max_tokens=cfg.lang_max_tokens, procedural_bytes=procedural_bytes,
             tokenizer_file=self.out / "tokenizer.json" if cfg.resume else None, progress=self.is_main)
@@ -329,7 +332,7 @@ class Trainer(Checkpointing):
                         "tokens_per_step": self.tokens_per_step, "world_size": self.world,
                         "language_source": self.corpus.name if self.corpus else None,
                         "language": self.language_info(), "tokenizer_name": self.tokenizer.name,
-                        "model": self.model.describe()}
+                        "procedural_bytes": getattr(self, "procedural_bytes", None), "model": self.model.describe()}
             self.write_config(resolved)
             self.tracker = open_tracker(cfg.report_to, self.out, resolved, resume_step=self.step if cfg.resume else None)
             if getattr(self.tokenizer, "json", None):
