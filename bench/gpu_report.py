@@ -83,7 +83,9 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         c = r.get("compiled")
         comp = f"{_fmt(c['train_tok_s'])} ({c['compile_and_warmup_s']:.0f} s, {c['backend']})" if c else "-"
-        lines.append(f"| {name} | {r['params']:,} | {_fmt(r['train_tok_s'])} | {_fmt(r['mfu_bf16'])} | "
+        kern = r.get("kernels", {})
+        label = name if kern.get("ssm_scan", "none") == "none" else f"{name} ({kern['ssm_scan']}, {kern['conv1d']})"
+        lines.append(f"| {label} | {r['params']:,} | {_fmt(r['train_tok_s'])} | {_fmt(r['mfu_bf16'])} | "
                      f"{_fmt(r['decode_b1_tok_s'])} | {_fmt(r['decode_b32_tok_s'])} | {comp} |")
     tr = results.get("torchrun", {})
     lines += ["", "## torchrun (1 process)", "",
