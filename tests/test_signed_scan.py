@@ -179,6 +179,13 @@ def test_signed_ssm_float64_cache_matches_full_pass() -> None:
     assert (decays < -0.5).any() and (decays > 0).any(), decays
 
 
+def test_results_metadata_names_the_signed_scan() -> None:
+    from unified.variants.ssm import kernel_backends
+
+    assert kernel_backends(tiny_model("ssm", decay_range="signed"))["ssm_scan"] == "torch-signed-chunked"
+    assert kernel_backends(tiny_model("ssm"))["ssm_scan"] == "torch-chunked"
+
+
 def test_signed_and_unit_ssm_differ_only_in_the_scan() -> None:
     """Same weights, different decay range: different logits (the option is wired through)."""
     unit, signed = tiny_model("ssm"), tiny_model("ssm", decay_range="signed")

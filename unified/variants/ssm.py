@@ -161,7 +161,8 @@ def kernel_backends(model_or_device: nn.Module | torch.device | str) -> dict[str
         return {"ssm_scan": "none", "conv1d": "none"}
     device = mixers[0].A_log.device
     convs = sorted({conv_backend(device, m.conv_dim, m.opts.d_conv) for m in mixers})
-    return {"ssm_scan": scan_backend(device), "conv1d": "+".join(convs)}
+    signed = mixers[0].opts.decay_range == "signed"  # never the fused kernels (unified/ops/signed_scan.py)
+    return {"ssm_scan": "torch-signed-chunked" if signed else scan_backend(device), "conv1d": "+".join(convs)}
 
 
 @register_variant("ssm", aliases=("mamba2",))
