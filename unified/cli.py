@@ -65,8 +65,8 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     """Run a CLI main; a UnifiedError (or a full disk) becomes one line on stderr and exit
     status 2. SIGINT ends it with "interrupted" (130), SIGTERM with "terminated" (143), after
     the cleanup of whatever was running."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         code = main(argv)
     except UnifiedError as exc:
@@ -84,6 +84,9 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except Terminated:
         print("terminated", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+    finally:
+        if previous is not None:  # (matters when a test calls run_cli in its own process)
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(code or 0)
 
 
