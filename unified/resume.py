@@ -6,8 +6,8 @@ The stored configuration (config.json, else the one inside last.pt) is the sourc
   every difference; `--batch_size` / `--grad_accum` may change only where the global batch (tokens
   per step) stays the same (e.g. another process count);
 - options that *may change* (`MUTABLE`: learning rate and schedule after a divergence,
-  `--max_steps` to extend, `--eval_every`, logging, `--dtype`) take effect from the resume point
-  and are recorded;
+  `--max_steps` to extend, `--eval_every`, logging and `--report_to`, `--dtype`) take effect
+  from the resume point and are recorded;
 - `PER_INVOCATION` options (device, compile, matmul precision, the debugging aid) belong to this
   process only.
 An option not given on the command line takes the stored value. config.json keeps the original
@@ -32,7 +32,7 @@ from unified.errors import CheckpointError, ConfigError, TrainingError
 from unified.runlog import append_metrics
 
 MUTABLE = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "max_steps", "weight_decay", "grad_clip",
-           "eval_every", "log_every", "dtype")
+           "eval_every", "log_every", "report_to", "dtype")
 PER_INVOCATION = ("output_dir", "resume", "device", "compile", "matmul_precision", "debug_nan_step")
 GLOBAL_BATCH = ("batch_size", "grad_accum")
 LANGUAGE = ("lang_dataset", "lang_data")
