@@ -17,6 +17,7 @@ Sources: `<dir>/mamba_ssm-2.3.2.post1/` and `<dir>/causal_conv1d-1.7.0/` (unpack
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -169,6 +170,27 @@ def load() -> SimpleNamespace:
     return SimpleNamespace(chunk_scan=ssd.mamba_chunk_scan_combined, state_update=ssu.selective_state_update,
                            conv=conv.causal_conv1d_fn, conv_update=conv.causal_conv1d_update,
                            version=(MAMBA_SDIST, CONV_SDIST))
+
+
+@contextlib.contextmanager
+def installed_without_cuda_extension():
+    """The state after `MAMBA_SKIP_CUDA_BUILD=TRUE pip install mamba-ssm`: the package importable
+    (from the sdist folder), `triton` importable (the stub), no compiled CUDA extension. sys.path
+    and sys.modules are restored afterwards."""
+    d = sources_dir() / MAMBA_SDIST
+    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in _ROOTS}
+    try:
+        for k in list(saved):
+            del sys.modules[k]
+        sys.modules.update(_triton_modules())
+        sys.path.insert(0, str(d))
+        yield
+    finally:
+        if str(d) in sys.path:
+            sys.path.remove(str(d))
+        for k in [k for k in sys.modules if k.split(".")[0] in _ROOTS]:
+            del sys.modules[k]
+        sys.modules.update(saved)
 
 
 # ---- Triton kernel references ------------------------------------------------------------------------

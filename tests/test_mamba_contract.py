@@ -156,3 +156,15 @@ def test_bf16_autocast_on_the_kernel_path(kernels) -> None:
     assert ke.LAUNCHES[STEP_KERNEL] > 0 and ke.LAUNCHES["causal_conv1d_update"] > 0
     scale = ref.abs().max().item()
     assert (got - ref).abs().max().item() <= 0.05 * scale
+
+
+def test_loader_takes_the_triton_kernels_from_an_install_without_cuda_extension(wrappers) -> None:
+    """`MAMBA_SKIP_CUDA_BUILD=TRUE pip install mamba-ssm` gives a package whose __init__ fails
+    (it imports the Mamba-1 CUDA extension); our loader still imports the Mamba-2 Triton kernels."""
+    with ke.installed_without_cuda_extension():
+        with pytest.raises(ImportError, match="selective_scan_cuda"):
+            import mamba_ssm  # noqa: F401
+        scan, step = ssd_scan._load_mamba()
+        assert scan.__name__ == "mamba_chunk_scan_combined" and step.__name__ == "selective_state_update"
+        assert scan.__module__ == "mamba_ssm.ops.triton.ssd_combined"
+        assert str(ke.sources_dir()) in scan.__code__.co_filename

@@ -23,7 +23,9 @@ wrappers (from their source distributions) with the GPU launches emulated.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -135,6 +137,21 @@ def _try_import(what: str, load: Callable[[], tuple]) -> tuple:
 
 
 def _load_mamba() -> tuple:
+    """mamba-ssm's Mamba-2 Triton kernels. A full install imports normally. An install without its
+    CUDA extension (`MAMBA_SKIP_CUDA_BUILD=TRUE`, README "GPU") fails in mamba_ssm/__init__.py,
+    which imports the Mamba-1 extension `selective_scan_cuda` that the Mamba-2 Triton kernels
+    never use; then the package is registered without running that __init__ and the Triton
+    modules import from the installed folder."""
+    try:
+        import mamba_ssm  # noqa: F401
+    except ImportError as exc:
+        if "selective_scan_cuda" not in str(exc):
+            raise
+        spec = importlib.util.find_spec("mamba_ssm")
+        if spec is None or not spec.submodule_search_locations:
+            raise
+        sys.modules["mamba_ssm"] = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
+        log.info("mamba_ssm: no CUDA extension (Mamba-1 scan); importing its Mamba-2 Triton kernels alone")
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
     return mamba_chunk_scan_combined, selective_state_update
