@@ -1,7 +1,7 @@
 """The resume contract: what `train.py --resume` keeps, what it lets change, and how it records it.
 
 The stored configuration (config.json, else the one inside last.pt) is the source of truth:
-- options that *define the run* (`FIXED`: variant, size, model options, seed, tokenizer, data,
+- options that *define the run* (`fixed_options`: variant, size, model options, seed, tokenizer, data,
   budgets, validation set ...) must match it, or the resume is refused with one line listing
   every difference; `--batch_size` / `--grad_accum` may change only where the global batch (tokens
   per step) stays the same (e.g. another process count);
