@@ -105,12 +105,16 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(cli: For
 
 @pytest.mark.slow
 def test_a_damaged_config_json_falls_back_to_the_checkpoints_configuration(cli: ForkServer, tmp_path: Path) -> None:
-    """config.json that is binary or not an object: the resume reads last.pt's train_config (with
-    a note), keeps every option that defines the run, and writes a whole config.json again."""
+    """config.json that is binary, not an object, or holds a mistyped option: the resume reads
+    last.pt's train_config (with a note), keeps every option that defines the run, and writes a
+    whole config.json again."""
     assert cli.run("train.py", *P, "--max_steps", "2", "--eval_every", "2", "--seed", "3", "--output_dir", "d",
                    cwd=tmp_path).returncode == 0
+    mistyped = json.loads((tmp_path / "d" / "config.json").read_text())
+    mistyped["batch_size"] = "two"
     for damage, why in ((b"\x00\xff\xfe binary", "is unreadable (UnicodeDecodeError)"),
-                        (b"[1, 2, 3]", "does not hold a JSON object")):
+                        (b"[1, 2, 3]", "does not hold a JSON object"),
+                        (json.dumps(mistyped).encode(), "holds batch_size = 'two', not of its type (<class 'int'>)")):
         (tmp_path / "d" / "config.json").write_bytes(damage)
         steps = json.loads((tmp_path / "d" / "summary.json").read_text())["steps"] + 1
         r = cli.run("train.py", "--output_dir", "d", "--resume", "--max_steps", str(steps), cwd=tmp_path)
@@ -118,7 +122,7 @@ def test_a_damaged_config_json_falls_back_to_the_checkpoints_configuration(cli: 
         assert f"{why}; using the configuration stored in d/last.pt" in r.stdout
         config = json.loads((tmp_path / "d" / "config.json").read_text())
         assert config["seed"] == 3 and config["model_size"] == "pico" and config["max_steps"] == steps
-    assert json.loads((tmp_path / "d" / "summary.json").read_text())["steps"] == 4
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["steps"] == 5
 
 
 @pytest.mark.slow

@@ -80,6 +80,23 @@ def coerce_overrides(variant: str, overrides: dict[str, Any], flag: str = "--set
 _BAD = object()
 
 
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether `value` (e.g. read back from a JSON file) has the declared type `hint`: int is
+    accepted for float, bool is not accepted for int, a float must be finite."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is not None:
+        return isinstance(value, origin)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (bool, int, float):
+        return _coerce(value, hint) is not _BAD
+    return True
+
+
 def _coerce(value: Any, hint: Any) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = typing.get_args(hint)

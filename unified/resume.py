@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from unified.checkpoint import (atomic_write_text, check_fields, check_state_dict, load_checkpoint, remove_stale_temps,
                                 rng_state, save_checkpoint, set_rng_state)
 from unified.errors import CheckpointError, ConfigError, TrainingError
+from unified.optioncheck import conforms
 from unified.runlog import append_metrics
 
 MUTABLE = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "max_steps", "weight_decay", "grad_clip",
@@ -63,6 +65,18 @@ def read_stored_config(out: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(data, dict):
         return None, f"{path} does not hold a JSON object"
     return data, None
+
+
+def _mistyped(stored: dict[str, Any], cfg: Any) -> str | None:
+    """'field = value, not the declared type' for the first stored option of the wrong type, else None."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if f.name in stored and not conforms(stored[f.name], hints[f.name]):
+            return f"{f.name} = {stored[f.name]!r}, not of its type ({hints[f.name]})"
+    for name, kind in (("tokens_per_step", int), ("history", list), ("arguments", dict)):
+        if stored.get(name) is not None and not isinstance(stored[name], kind):
+            return f"{name} = {stored[name]!r}, not a {kind.__name__}"
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -131,6 +145,12 @@ class ResumeState:
         notes: list[str] = []
         last = out / "last.pt"
         ckpt = load_checkpoint(last) if last.is_file() else None
+        bad = _mistyped(stored, cfg) if stored is not None else None
+        if bad is not None:
+            note, stored = f"{out / 'config.json'} holds {bad}", None
+            if ckpt is None:
+                raise CheckpointError(f"--resume: {note} and there is no {last} to fall back on; repair or remove "
+                                      f"the run folder")
         if stored is None:
             if ckpt is None:
                 raise CheckpointError(f"--resume: no {str(last)} to resume from" +
@@ -138,6 +158,8 @@ class ResumeState:
             if not isinstance(ckpt.get("train_config"), dict):
                 raise CheckpointError(f"--resume: {note or 'no config.json'} and {last} holds no train_config")
             stored = ckpt["train_config"]
+            if (bad := _mistyped(stored, cfg)) is not None:
+                raise CheckpointError(f"--resume: {note or 'no config.json'} and the train_config of {last} holds {bad}")
             notes.append(f"note: {note or 'no config.json'}; using the configuration stored in {last}")
         given = given_fields(cfg) if given is None else given
         changes = reconcile(cfg, stored, given, world_size, repr(str(out)))
