@@ -8,7 +8,12 @@ safe loader accepts them. State dicts are saved from the uncompiled module, so a
 Writes go to a temporary file in the same folder, are fsynced, then renamed over the target
 (`os.replace` is atomic on POSIX and Windows): a crash or SIGKILL at any moment leaves the
 previous checkpoint or the new one, never a truncated file. A kill can leave an orphaned
-`.<name>.*.tmp` file, which `remove_stale_temps` deletes when the run resumes.
+`.<name>.*.tmp` file, which `remove_stale_temps` deletes when the run resumes. A write that fails
+(full disk, read-only file system) is a one-line `WriteError`; the old file stays.
+
+`load_checkpoint` checks the format fields and builds the declared model on the meta device to
+compare its tensor shapes with the stored ones before anything is allocated, so a crafted file
+fails with one line naming the field or tensor (and, with `weights_only=True`, runs no code).
 """
 from __future__ import annotations
 
