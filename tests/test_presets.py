@@ -206,7 +206,12 @@ def test_one_seed_is_indicative_with_the_eval_sampling_interval() -> None:
     crit = PresetCriterion("a", "iid_em", "<=", "a is at most 60%", value=0.6)
     (o,) = evaluate(_preset(crit), {"a": group("a", {"iid_em": [0.55]}), "b": group("b", {"iid_em": [0.5]})})
     assert o.status == INDICATIVE_MET and "eval sampling only" in o.cells[0].measured
-    assert abs(o.cells[0].low - (0.55 - 1.959964 * 0.02)) < 1e-6
+    assert abs(o.cells[0].low - (0.55 - 1.959964 * 0.02)) < 1e-6  # no n: the run's standard error
+    g = group("a", {"iid_em": [1.0]})
+    g.metrics[0][companion("iid_em", "n")] = 100
+    (o,) = evaluate(_preset(PresetCriterion("a", "iid_em", ">=", "t", value=0.99)), {"a": g, "b": g})
+    assert o.cells[0].high == 1.0 and abs(o.cells[0].low - 0.963) < 1e-3  # Wilson, not [1, 1]
+    assert o.status == INDICATIVE_MET
     assert overall([o]) == "single seed: indicative only"
 
 

@@ -6,7 +6,8 @@ criterion ("hrnn OOD exact match >= 0.95") is judged on the row's 95% t-interval
 only when the whole interval is on the success side, not met when it is wholly on the failing
 side, not shown otherwise); a relative one ("ssm_signed > ssm") is compare's Welch contrast
 (`judge`). With one seed there is no interval across seeds: the outcome is *indicative*, and the
-interval shown is the evaluation-sampling one (mean +- 1.96 x the run's standard error). Every
+interval shown is the evaluation-sampling one (Wilson's 95% interval over the cell's distinct
+examples for an accuracy, else mean +- 1.96 x the run's standard error). Every
 accuracy cell shows its chance floor (best constant answer, from the results); a relative
 criterion between two rows that are both at chance is "both at chance", never met.
 """
@@ -98,6 +99,14 @@ def show(x: float | None, metric: str) -> str:
     return f"{100 * x:.1f}%" if is_accuracy(metric) else f"{x:.4g}"
 
 
+def wilson(p: float, n: int, z: float = Z_975) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion p over n examples (never [1, 1] at p = 1)."""
+    if n < 1:
+        return p, p
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
+
+
 def _holds(x: float, op: str, value: float) -> bool:
     return {">=": x >= value - TOL, ">": x > value + TOL, "<=": x <= value + TOL, "<": x < value - TOL}[op]
 
@@ -111,12 +120,12 @@ def judge_absolute(crit: PresetCriterion, group: Group, metric: str) -> CellOutc
     low, high, how = est.ci_low, est.ci_high, "95% CI over seeds"
     if low is None:
         status = INDICATIVE_MET if _holds(est.mean, crit.op, crit.value) else INDICATIVE_NOT
-        ses = group.values(companion(metric, "se"))
-        if ses:
-            half = Z_975 * ses[0]
-            low, high, how = max(0.0, est.mean - half), min(1.0, est.mean + half), "eval sampling only"
-            if not is_accuracy(metric):
-                low, high = est.mean - half, est.mean + half
+        ns, ses = group.values(companion(metric, "n")), group.values(companion(metric, "se"))
+        if is_accuracy(metric) and ns:
+            low, high = wilson(est.mean, int(ns[0]))
+            how = "eval sampling only, Wilson"
+        elif ses:
+            low, high, how = est.mean - Z_975 * ses[0], est.mean + Z_975 * ses[0], "eval sampling only"
     elif _holds(low, crit.op, crit.value) and _holds(high, crit.op, crit.value):
         status = MET
     elif not _holds(low, crit.op, crit.value) and not _holds(high, crit.op, crit.value):
