@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import PICO_TRAIN, run_cli
-from unified.tasks import get_task
+from unified.tasks import TASK_NAMES, get_task
 
 CONTRACT_FILES = ["config.json", "metrics.jsonl", "summary.json", "loss.png", "accuracy.png", "best_model.pt", "last.pt"]
 
@@ -66,8 +66,7 @@ def test_eval_algorithmic_writes_results_with_meta(trained: Path) -> None:
                 "tokenizer", "seed", "decoding", "grid_version", "device", "dtype", "torch_version", "wall_time_s"):
         assert key in meta, key
     alg = res["algorithmic"]
-    assert set(alg["tasks"]) == {"mod_add", "parity", "addition", "multiplication", "copy", "reverse", "dyck",
-                                 "chain", "compare", "successor"}
+    assert set(alg["tasks"]) == set(TASK_NAMES)  # every registered task
     parity = alg["tasks"]["parity"]
     assert 1 <= parity["iid"]["n"] == parity["iid"]["n_distinct"] <= 3  # stratified: <= 1 per difficulty
     assert set(parity["ood"]) == {str(v) for v in get_task("parity").ood_values}

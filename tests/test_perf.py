@@ -93,8 +93,9 @@ def test_bench_case_and_report() -> None:
         run.split_list("baseline,nope", ["baseline"], "bench row")
 
 
-def test_tanh_reservoir_casts_its_frozen_matrix_once_under_bf16_autocast(monkeypatch) -> None:
-    """The per-step addmm gets W already in bf16 (no per-position cast); results match fp32 loosely."""
+def test_tanh_reservoir_scans_in_float32_under_bf16_autocast(monkeypatch) -> None:
+    """The per-step recurrence gets W in float32 under bf16 autocast (the scan runs with autocast
+    disabled, `float32_scan`); the loss matches fp32 loosely (the rest of the model is bf16)."""
     import unified.variants.reservoir as reservoir
     from conftest import tiny_model
 
@@ -108,5 +109,5 @@ def test_tanh_reservoir_casts_its_frozen_matrix_once_under_bf16_autocast(monkeyp
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(ids[:, :-1], targets=ids[:, 1:]).loss
     loss.backward()
-    assert seen[0] == torch.float32 and set(seen[len(seen) // 2:]) == {torch.bfloat16}
+    assert seen and set(seen) == {torch.float32}
     assert abs(loss.item() - ref.item()) < 0.05

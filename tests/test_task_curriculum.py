@@ -184,6 +184,7 @@ def test_training_logs_decisions_plots_and_resumes_onto_the_same_curve(tmp_path,
     assert loss["b"] == pytest.approx(loss["a"], rel=1e-5, abs=1e-6)
     snaps = {k: [r for r in v if r.get("action") == "state"] for k, v in recs.items()}
     assert len(snaps["a"]) == len(snaps["b"]) == 12 and snaps["a"] == snaps["b"]
-    with pytest.raises(CheckpointError, match="use_task_curriculum"):
+    # the resume contract: a curriculum option that differs from the stored run is refused
+    with pytest.raises(ConfigError, match="alg_tasks"):
         Trainer(TrainConfig(output_dir=str(tmp_path / "b"), resume=True,
-                            **{**common, "use_task_curriculum": False, "max_steps": 14})).run()
+                            **{**common, "alg_tasks": "compare,successor", "max_steps": 14})).run()

@@ -63,6 +63,7 @@ class Trainer(Checkpointing):
         # rank 0 names the run folder (a default one gets a free suffix) and every rank uses it
         self.out = Path(broadcast_object(str(resolve_output_dir(cfg)) if self.is_main else None, world_size))
         self.notices: list[str] = []
+        self.owns_lock = lock is None  # a lock made here is released when run() ends (see run)
         self.lock, self.last_saved_step = lock or RunLock(), None
         if self.is_main and (self.out.is_dir() or not cfg.resume):  # one writer per run folder, checked first
             ensure_writable_dir(self.out, "output dir")  # (a --resume into nothing fails below, creating nothing)
@@ -188,6 +189,15 @@ class Trainer(Checkpointing):
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Train to the budget and return the summary; a lock this Trainer took itself is released
+        however the run ends (`train()` passes its own lock and releases it)."""
+        try:
+            return self._run()
+        finally:
+            if self.owns_lock:
+                self.lock.release()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         self.t0 = time.time()
         self.tracker: Tracker = Tracker()  # --report_to's, opened once the run folder is set up (rank 0)
