@@ -152,6 +152,8 @@ def _data(**extra):
     ({"select_on": "test_em"}, "select_on"),
     ({"train": {"alg_tasks": "parity,sorting"}}, "unknown task 'sorting'"),
     ({"figure": {"kind": "pie"}}, "figure kind"),
+    ({"train": {"seed": 3}}, "'seed' is set by the ladder"),
+    ({"rows": [{"name": "a", "variant": "baseline", "train": {"output_dir": "x"}}]}, "row a: 'output_dir'"),
 ])
 def test_bad_preset_files_are_one_line_errors(change: dict, match: str) -> None:
     with pytest.raises(UnifiedError, match=match):  # ConfigError or UnknownNameError

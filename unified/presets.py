@@ -42,6 +42,7 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 OPS = (">=", ">", "<=", "<")
 FIGURES = ("ood", "state", "criteria")
 SELECT_ON = ("val_loss", "val_exact_match")
+LADDER_OWNED = ("variant", "model_size", "seed", "output_dir", "resume")  # train.py options the ladder sets
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -232,6 +233,12 @@ def parse_preset(data: dict[str, Any], path: Path | None = None) -> Preset:
         raise ConfigError(f"{where}: figure kind {preset.figure.get('kind')!r} is not one of {', '.join(FIGURES)}")
     for key in ("train", "eval"):
         _table(f"{where} {key}", getattr(preset, key))
+    trains = [("[train]", preset.train), *((f"scales.{k}", v.get("train", {})) for k, v in preset.scales.items()),
+              *((f"row {r.name}", r.train) for r in rows)]
+    for label, options in trains:
+        owned = sorted(set(options) & set(LADDER_OWNED))
+        if owned:
+            raise ConfigError(f"{where} {label}: {owned[0]!r} is set by the ladder for every run; remove it")
     if "alg_tasks" in preset.train:  # tasks must exist before anything trains
         from unified.tasks import resolve_tasks
 
