@@ -21,7 +21,7 @@ from unified.evals.hub import (SUITE_ALIASES, SUITES, load_for_eval, newest_chec
 from unified.evals.results import options_tag, results_name
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
-from unified.perf import MATMUL_PRECISIONS, set_matmul_precision
+from unified.ops.precision import MATMUL_PRECISIONS, set_matmul_precision
 from unified.progress import set_quiet
 from unified.tasks import resolve_tasks
 

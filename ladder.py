@@ -26,11 +26,11 @@ from pathlib import Path
 
 from unified.cli import ArgumentParser, Terminated, run_cli
 from unified.compare import SET_ASIDE
-from unified.config import SCALES
+from unified.models.config import SCALES
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.hub import resolve_suite
-from unified.model import resolve_variant
-from unified.optioncheck import check_number
+from unified.models import resolve_variant
+from unified.models.optioncheck import check_number
 from unified.presets import Row, list_presets_text, load_preset
 from unified.tuning import lr_dirname, parse_lr_grid, select_lr, selection_markdown
 
@@ -118,7 +118,7 @@ def check_train_args(variants: list[str], size: str, train_args: list[str]) -> N
     `TrainConfig.validate` and the --set model options against every variant."""
     from train import build_parser as train_parser
     from unified.cli import parse_overrides
-    from unified.model import split_overrides
+    from unified.models import split_overrides
     from unified.training import TrainConfig
 
     for variant in variants:

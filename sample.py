@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
-from unified.decoding import DecodeSettings
+from unified.models.decoding import DecodeSettings
 from unified.devices import check_device
 from unified.errors import ConfigError, DataError
 from unified.evals.hub import load_for_eval, newest_checkpoint

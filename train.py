@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 
 from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
-from unified.config import SCALES
+from unified.models.config import SCALES
 from unified.corpus import describe_sources
-from unified.perf import MATMUL_PRECISIONS
+from unified.ops.precision import MATMUL_PRECISIONS
 from unified.tracking import REPORT_TO
 from unified.training import TrainConfig, train
 

@@ -5,7 +5,7 @@
 
 For each (variant, size) a freshly initialised model (weights do not change the cost) continues
 a seeded random prompt of `--prompt_len` tokens by `--new_tokens` tokens, greedily:
-- cached: `unified.decoding.generate` (one prefill, then one token per step through the cache);
+- cached: `unified.models.decoding.generate` (one prefill, then one token per step through the cache);
 - uncached: the whole sequence so far is run through the model at every step (no cache), which
   is what decoding costs without incremental state.
 Reported: tokens/s of each (generated tokens x batch / wall time, best of `--reps` runs after a
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from unified.decoding import DecodeSettings, generate  # noqa: E402
-from unified.model import LanguageModel, create_model, variant_names  # noqa: E402
+from unified.models.decoding import DecodeSettings, generate
+from unified.models import LanguageModel, create_model, variant_names
 
 
 @torch.no_grad()

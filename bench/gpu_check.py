@@ -8,7 +8,7 @@ Sections (each records its result or its error; one failing section never stops 
   env         device, torch / triton / mamba_ssm / causal_conv1d versions, kernel backends
   peak        the matmul peak measured here (bench/measure.matmul_peak; bf16 is the MFU reference)
   properties  every variant, fp32 and bf16 autocast: causality and cache equivalence
-              (unified/properties.py), then 20 bf16 training steps with finite losses
+              (unified/models/properties.py), then 20 bf16 training steps with finite losses
   fused       ssm and ssm_mem: fused kernels vs the PyTorch path (prefill + decoding logits under
               bf16 autocast, within bf16 tolerance) and the speed of each path
   speed       per variant at --size: training tokens/s and MFU vs the bf16 peak, cached decoding
@@ -47,9 +47,9 @@ import measure  # noqa: E402
 from gpu_report import markdown, verdicts  # noqa: E402
 from unified.cli import ArgumentParser, ensure_writable_dir, run_cli  # noqa: E402
 from unified.errors import ConfigError  # noqa: E402
-from unified.properties import cache_diffs, causality_diffs  # noqa: E402
-from unified.variants import ssd_scan  # noqa: E402
-from unified.variants.ssm import kernel_backends  # noqa: E402
+from unified.models.properties import cache_diffs, causality_diffs
+from unified.ops import ssd_scan
+from unified.models.ssm import kernel_backends
 
 from gpu_report import FUSED_TOL, TOL  # noqa: E402  (the tolerances, printed in the report)
 
@@ -76,7 +76,7 @@ def make(variant: str, args, size: str | None, seq_len: int, device: str) -> tor
     if args.tiny:
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import TINY, TINY_OVERRIDES  # the property tests' tiny models
-        from unified.model import create_model
+        from unified.models import create_model
 
         return create_model(variant, "pico", **{**TINY, **TINY_OVERRIDES.get(variant, {})}).to(device)
     return measure.build(variant, size, seq_len).to(device)
@@ -252,7 +252,7 @@ def ddp_probe(device: str) -> int:
     DDP, take 3 steps and all_reduce a value; print one JSON line."""
     import torch.distributed as dist
     from unified.distributed import init_from_env
-    from unified.model import create_model
+    from unified.models import create_model
 
     world, dev = init_from_env(device)
     cuda = dev.startswith("cuda")
@@ -282,7 +282,7 @@ def ddp_probe(device: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from unified.model import variant_names
+    from unified.models import variant_names
 
     ap = ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda", help="cuda (the check) or cpu (with --tiny: a dry run of the same code)")

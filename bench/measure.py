@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from unified.perf import FP32_LEVEL_TOL, small_matmul_precision  # noqa: E402
+from unified.ops.precision import FP32_LEVEL_TOL, small_matmul_precision
 
 # Bench rows: name -> (registered variant, overrides). Every registered variant is a row under its
 # own name; reservoir's two modes are separate rows (tanh is sequential, linear parallel in time).
 EXTRA_ROWS: dict[str, tuple[str, dict[str, Any]]] = {"reservoir-linear": ("reservoir", {"reservoir_mode": "linear"})}
 # Rows whose training runs a per-token Python loop, and the module function holding that loop.
-SEQUENTIAL_LOOPS: dict[str, tuple[str, str]] = {"reservoir": ("unified.variants.reservoir", "tanh_scan"),
-                                                "hrnn": ("unified.variants.hrnn", "hierarchical_scan")}
+SEQUENTIAL_LOOPS: dict[str, tuple[str, str]] = {"reservoir": ("unified.models.reservoir", "tanh_scan"),
+                                                "hrnn": ("unified.models.hrnn", "hierarchical_scan")}
 
 
 def row_spec(name: str) -> tuple[str, dict[str, Any]]:
@@ -134,8 +134,8 @@ def autocast(dtype: str, device: torch.device | str = "cpu"):
 
 def build(row: str, size: str, seq_len: int):
     """A fresh model of a bench row at `size` with its context set to at least `seq_len`."""
-    from unified.config import SCALES
-    from unified.model import create_model
+    from unified.models.config import SCALES
+    from unified.models import create_model
 
     variant, overrides = row_spec(row)
     return create_model(variant, size, max_seq_len=max(seq_len, SCALES[size]["max_seq_len"]), **overrides)
@@ -213,7 +213,7 @@ def prefill_and_decode(model, batch: int, prompt_len: int, new_tokens: int,
     prefill = batch * prompt_len / (time.perf_counter() - t0)
     tok = out.logits[:, -1].argmax(-1, keepdim=True)
     t0 = time.perf_counter()
-    with small_matmul_precision(device):  # as `unified.decoding.generate` does
+    with small_matmul_precision(device):  # as `unified.models.decoding.generate` does
         for _ in range(new_tokens):
             out = model(tok, cache=out.cache)
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
@@ -279,7 +279,7 @@ def run_cases(spec: dict[str, Any]) -> list[dict[str, Any]]:
     The model is built once (frozen reservoirs take minutes to draw at nano); the peak RSS of each
     dtype is measured on its own by resetting the process's high-water mark between them.
     Decoding, prefill, the loop share and the cache ratio are measured in the first dtype only."""
-    from unified.perf import set_matmul_precision
+    from unified.ops.precision import set_matmul_precision
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)

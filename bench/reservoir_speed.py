@@ -4,7 +4,7 @@
     python bench/reservoir_speed.py --threads 1 --rows tanh,linear
 
 Training = forward + backward of a (batch, seq_len) window; decoding = prefill a prompt, then
-one token per call through the cache (what `unified.decoding` does). The baseline transformer
+one token per call through the cache (what `unified.models.decoding` does). The baseline transformer
 row is a reference at the same scale. Build time includes drawing the frozen weights (eigvals
 for tanh, a full eigendecomposition for linear). Timings on shared CPUs are noisy.
 """
@@ -18,7 +18,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from unified.model import create_model  # noqa: E402
+from unified.models import create_model
 
 ROWS = {"tanh": ("reservoir", dict(reservoir_mode="tanh")),
         "tanh_leaky": ("reservoir", dict(reservoir_mode="tanh", leak_rate=0.5)),

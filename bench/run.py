@@ -9,7 +9,7 @@ Writes `--out` (markdown, default bench/RESULTS.md) and the same data as JSON be
 
 - Peak: best GFLOP/s of square float32 / bf16 matmuls (n = 1024, 1536, 2048, best of several) under
   each float32 matmul precision; the float32 peak is the fastest setting whose relative error vs
-  float64 stays at float32 level (see `unified.perf`), the bf16 peak is plain bf16 matmuls.
+  float64 stays at float32 level (see `unified.ops.precision`), the bf16 peak is plain bf16 matmuls.
 - Each (row, size) runs in its own process (`--threads` intra-op threads, set with
   `torch.set_num_threads`); the model is built once and each dtype's peak RSS is its own (the
   high-water mark VmHWM is reset between dtypes). Training = the Trainer's step
@@ -49,9 +49,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from unified.cli import ArgumentParser, run_cli  # noqa: E402
-from unified.config import SCALES  # noqa: E402
+from unified.models.config import SCALES
 from unified.errors import ConfigError, UnknownNameError  # noqa: E402
-from unified.perf import MATMUL_PRECISIONS, set_matmul_precision  # noqa: E402
+from unified.ops.precision import MATMUL_PRECISIONS, set_matmul_precision
 
 import measure  # noqa: E402
 
@@ -62,7 +62,7 @@ TARGETS = {"baseline_fp32": 0.55, "baseline_bf16": 0.45, "parallel_fp32": 0.30, 
 
 def all_rows() -> list[str]:
     """Every registered variant in ladder order, with reservoir's linear mode after reservoir."""
-    from unified.model import variant_names
+    from unified.models import variant_names
 
     rows = []
     for v in variant_names():

@@ -9,8 +9,8 @@ ru_maxrss) from just before the first forward pass to the end of the case, i.e. 
 forward + backward of that method added on top of the inputs. Times are the fastest of `reps`
 runs (wall clock, and process CPU time summed over threads) after a short warm-up run on the
 first 64 positions; the minimum is the least disturbed by other jobs on a shared machine. Shapes: batch 1, 8 heads of 32 channels (d_inner 256), d_state 32,
-chunk 64. The naive method is the O(1) decoding step (`ssd_step`) applied T times under autograd,
-which is what a per-token loop costs; the chunked method is `ssd_chunked`.
+chunk 64. The naive method is the reference recurrence `unified.ops.ssd_naive` (one step per
+token under autograd, what a per-token loop costs); the chunked method is `ssd_chunked`.
 """
 from __future__ import annotations
 
@@ -42,18 +42,13 @@ def make_inputs(T: int, seed: int = 0) -> list:
 
 def run_scan(method: str, inputs: list):
     """Forward pass of one method; returns (y, final_state)."""
-    import torch
-
-    from unified.variants.ssd_scan import ssd_chunked, ssd_step
+    from unified.ops.ssd_naive import ssd_naive
+    from unified.ops.ssd_scan import ssd_chunked
 
     x, dt, A, Bm, Cm = inputs
     if method == "chunked":
         return ssd_chunked(x, dt, A, Bm, Cm, CHUNK)
-    h, ys = x.new_zeros(B, H, P, N), []
-    for t in range(x.shape[1]):
-        y, h = ssd_step(x[:, t], dt[:, t], A, Bm[:, t], Cm[:, t], h)
-        ys.append(y)
-    return torch.stack(ys, dim=1), h
+    return ssd_naive(x, dt, A, Bm, Cm)
 
 
 def one_case(method: str, T: int, reps: int, threads: int) -> dict:
@@ -99,7 +94,7 @@ def main() -> None:
 
     import torch
 
-    from unified.variants.ssd_scan import ssd_chunked
+    from unified.ops.ssd_scan import ssd_chunked
 
     with torch.no_grad():  # sanity check: both methods compute the same thing
         inputs = make_inputs(256, seed=1)

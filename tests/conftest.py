@@ -37,7 +37,7 @@ TINY_OVERRIDES: dict[str, dict] = {
 
 def tiny_model(variant: str, **overrides):
     """A few-thousand-parameter model of `variant` for unit tests."""
-    from unified.model import create_model
+    from unified.models import create_model
 
     kw = {**TINY, **TINY_OVERRIDES.get(variant, {}), **overrides}
     return create_model(variant, "pico", **kw)

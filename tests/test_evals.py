@@ -17,7 +17,7 @@ from unified.errors import ConfigError, DataError, UnknownNameError
 from unified.evals.needle import FILLER_SENTENCES, NeedleBuilder, NeedleSettings, extract_code, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity, window_nll
 from unified.evals.results import strip_volatile
-from unified.model import variant_names
+from unified.models import variant_names
 from unified.tokenizer import ByteTokenizer
 
 TEXT = ("Once upon a time a small fox lived in a wood. It liked to run — très vite — past the old oak.\n"
@@ -100,7 +100,7 @@ def test_needle_suite_flags_and_skips_lengths(tmp_path: Path, monkeypatch) -> No
 def test_needle_scores_a_model_that_answers_correctly(monkeypatch) -> None:
     """A stub that reads the code out of the prompt scores 1.0; a wrong answer scores 0."""
     import unified.evals.needle as needle_mod
-    from unified.decoding import Generation
+    from unified.models.decoding import Generation
 
     tok = ByteTokenizer()
 

@@ -9,7 +9,7 @@ import torch
 
 import unified.evals.algorithmic as alg
 from conftest import tiny_model
-from unified.decoding import DecodeSettings, Generation, generate
+from unified.models.decoding import DecodeSettings, Generation, generate
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.algorithmic import (AlgorithmicSettings, constant_answer_floor, parse_ood_grid, run_algorithmic,
                                        score_examples, strict_correct, token_accuracy)

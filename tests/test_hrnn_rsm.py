@@ -15,9 +15,9 @@ import torch
 
 from conftest import TINY, tiny_model
 from unified.errors import ConfigError
-from unified.model import create_model
-from unified.variants.hrnn import HierarchicalRNN
-from unified.variants.rsm import RollingStateMemory
+from unified.models import create_model
+from unified.models.hrnn import HRNNLM
+from unified.models.rsm import RSMLM
 
 T = 40
 
@@ -74,8 +74,8 @@ def _train(model, batch_fn, steps: int, lr: float) -> None:
 
 
 def test_aliases_and_bad_options() -> None:
-    assert isinstance(tiny_model("hierarchical_rnn"), HierarchicalRNN)
-    assert isinstance(tiny_model("rsm_memory"), RollingStateMemory)
+    assert isinstance(tiny_model("hierarchical_rnn"), HRNNLM)
+    assert isinstance(tiny_model("rsm_memory"), RSMLM)
     for variant, bad in (("hrnn", {"T": -1}), ("hrnn", {"tbptt": -2}), ("rsm", {"bptt_chunks": 1}),
                          ("rsm", {"chunk_size": -8}), ("rsm", {"sync_every": -1}),
                          ("rsm", {"sync_every": 4, "bptt_chunks": 2})):

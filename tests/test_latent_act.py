@@ -1,4 +1,4 @@
-"""Tests of the latent thought stream and of ACT / PonderNet halting (unified/variants/latent.py).
+"""Tests of the latent thought stream and of ACT / PonderNet halting (unified/models/latent.py).
 
 The property tests already check causality, cache equivalence and gradient reach at the
 initial weights, where every position takes all K steps. These tests check what only shows when

@@ -16,10 +16,10 @@ import torch
 from cli_helpers import ROOT
 from conftest import tiny_model
 from unified.checkpoint import save_checkpoint
-from unified.decoding import DecodeSettings, generate
+from unified.models.decoding import DecodeSettings, generate
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.lm_eval_results import lm_eval_metrics
-from unified.model import variant_names
+from unified.models import variant_names
 from unified.tokenizer import ByteTokenizer
 
 pytest.importorskip("lm_eval")

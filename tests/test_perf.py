@@ -1,4 +1,4 @@
-"""Speed paths (unified.perf, cached RoPE tables in unified.layers) and the benchmark's
+"""Speed paths (unified.ops.precision, cached RoPE tables in unified.models.layers) and the benchmark's
 measurement and report logic (bench/run.py, bench/measure.py) on tiny inputs."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unified import perf
+from unified.ops import precision as perf
 from unified.errors import UnknownNameError
-from unified.layers import cached_rope_tables, rope_tables
+from unified.models.layers import cached_rope_tables, rope_tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -96,7 +96,7 @@ def test_bench_case_and_report() -> None:
 def test_tanh_reservoir_scans_in_float32_under_bf16_autocast(monkeypatch) -> None:
     """The per-step recurrence gets W in float32 under bf16 autocast (the scan runs with autocast
     disabled, `float32_scan`); the loss matches fp32 loosely (the rest of the model is bf16)."""
-    import unified.variants.reservoir as reservoir
+    import unified.models.reservoir as reservoir
     from conftest import tiny_model
 
     model = tiny_model("reservoir")

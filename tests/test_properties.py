@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import TINY, tiny_model
-from unified.config import SCALES
-from unified.model import create_model, variant_names
-from unified.properties import cached_logits, causality_diffs, default_splits
+from unified.models.config import SCALES
+from unified.models import create_model, variant_names
+from unified.models.properties import cached_logits, causality_diffs, default_splits
 
 VARIANTS = variant_names()
 T = 40  # crosses the chunk/window sizes the tiny overrides set
@@ -129,7 +129,7 @@ def test_loss_parts_are_separate(variant: str) -> None:
     next-token cross-entropy of the supervised targets, `token_ce` is per position (0 where
     ignored), and `loss` = ce_loss + aux_loss exactly (ce_loss alone without an aux loss)."""
     from unified.data import IGNORE
-    from unified.model import IGNORE_INDEX
+    from unified.models import IGNORE_INDEX
 
     assert IGNORE == IGNORE_INDEX
     model = tiny_model(variant, **({"lambda_ponder": 5.0} if variant == "act" else {})).eval()

@@ -12,7 +12,7 @@ from PIL import Image
 import test_compare
 from test_compare import fake_run
 from unified.compare import compare
-from unified.model import variant_names
+from unified.models import variant_names
 from unified.report import FIGURES, write_report
 
 MAX_PIXELS = 8000  # per side: a figure that grows without bound with the group count is a bug too

@@ -11,8 +11,9 @@ import torch
 
 from conftest import TINY, tiny_model
 from unified.errors import ConfigError, UnknownNameError
-from unified.model import create_model
-from unified.variants.reservoir import frozen_generator, linear_chunked_scan, sparse_recurrent_matrix, spectral_radius
+from unified.models import create_model
+from unified.models.reservoir import frozen_generator, sparse_recurrent_matrix, spectral_radius
+from unified.ops.linear_scan import linear_chunked_scan
 
 MODES = [dict(reservoir_mode="tanh"), dict(reservoir_mode="linear"), dict(reservoir_mode="tanh", leak_rate=0.6),
          dict(reservoir_mode="linear", leak_rate=0.6)]
@@ -230,7 +231,7 @@ def test_eigen_slots_pair_conjugates() -> None:
 
 def test_fused_rnn_kernel_equals_loop() -> None:
     """The fused RNN call used on CUDA (leak 1) equals the loop used elsewhere (checked on CPU)."""
-    from unified.variants.reservoir import fused_rnn_tanh, tanh_scan
+    from unified.ops.tanh_scan import fused_rnn_tanh, tanh_scan
 
     res = tiny_model("reservoir").blocks[0].reservoir
     u, h0 = torch.randn(2, 19, TINY["d_model"]), torch.randn(2, res.w.shape[0])

@@ -12,9 +12,9 @@ import torch
 from cli_helpers import run_cli
 from conftest import tiny_model
 from unified.checkpoint import save_checkpoint
-from unified.decoding import DecodeSettings, generate
+from unified.models.decoding import DecodeSettings, generate
 from unified.errors import ConfigError, UnknownNameError
-from unified.model import variant_names
+from unified.models import variant_names
 from unified.sample_text import (TextStreamer, encode_prompt, generate_until, is_algorithmic_prompt, stream_sample,
                                  validate_settings)
 from unified.tokenizer import ByteTokenizer

@@ -12,7 +12,7 @@ from unified.errors import ConfigError
 from unified.ops.signed_scan import (segment_sums, signed_decay, signed_products, signed_scan, signed_scan_chunked,
                                      signed_scan_step)
 from unified.ops.signed_scan_naive import scan_naive
-from unified.variants.ssd_scan import ssd_chunked
+from unified.ops.ssd_scan import ssd_chunked
 
 
 def inputs(T: int, seed: int = 0, b: int = 2, H: int = 3, P: int = 4, N: int = 5, dtype=torch.float64):
@@ -180,7 +180,7 @@ def test_signed_ssm_float64_cache_matches_full_pass() -> None:
 
 
 def test_results_metadata_names_the_signed_scan() -> None:
-    from unified.variants.ssm import kernel_backends
+    from unified.models.ssm import kernel_backends
 
     assert kernel_backends(tiny_model("ssm", decay_range="signed"))["ssm_scan"] == "torch-signed-chunked"
     assert kernel_backends(tiny_model("ssm"))["ssm_scan"] == "torch-chunked"

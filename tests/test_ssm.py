@@ -1,5 +1,5 @@
-"""Tests of the SSM variants: the chunked SSD scan against a naive per-step recurrence written here
-directly from the Mamba-2 equations, the O(1) decoding step, backend dispatch, initialisation,
+"""Tests of the SSM variants: the chunked SSD scan against the naive per-step recurrence of the
+Mamba-2 equations (`unified.ops.ssd_naive`), the O(1) decoding step, backend dispatch, initialisation,
 the ssm_mem layout and memory tokens, and the FLOPs / state accounting."""
 from __future__ import annotations
 
@@ -11,27 +11,10 @@ import torch
 
 from conftest import TINY, tiny_model
 from unified.errors import ConfigError
-from unified.variants import ssd_scan
-from unified.variants.ssd_scan import ssd_chunked, ssd_step
-from unified.variants.ssm import DT_MAX, DT_MIN, SSMBlock, kernel_backends, scan_backend
-
-
-def naive_ssd(x, dt, A, B, C, h0=None):
-    """h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t B_t^T;  y_t = h_t C_t, one time step at a time.
-    x (b, T, H, P), dt (b, T, H), A (H,), B, C (b, T, N), h0 (b, H, P, N)."""
-    b, T, H, P = x.shape
-    N = B.shape[-1]
-    h = torch.zeros(b, H, P, N, dtype=x.dtype) if h0 is None else h0
-    ys = []
-    for t in range(T):
-        heads = []
-        for head in range(H):
-            decay = torch.exp(dt[:, t, head] * A[head])[:, None, None]
-            inp = dt[:, t, head, None, None] * x[:, t, head, :, None] * B[:, t, None, :]
-            heads.append(decay * h[:, head] + inp)
-        h = torch.stack(heads, dim=1)
-        ys.append(torch.einsum("bhpn,bn->bhp", h, C[:, t]))
-    return torch.stack(ys, dim=1), h
+from unified.ops import ssd_scan
+from unified.ops.ssd_naive import ssd_naive
+from unified.ops.ssd_scan import ssd_chunked, ssd_step
+from unified.models.ssm import DT_MAX, DT_MIN, SSMBlock, kernel_backends, scan_backend
 
 
 def random_inputs(T: int, seed: int, b: int = 2, H: int = 3, P: int = 4, N: int = 5):
@@ -53,7 +36,7 @@ def test_chunked_matches_naive_recurrence(T: int, with_state: bool) -> None:
     recurrence in float64, to 1e-4 in float32, outputs and final state."""
     x, dt, A, B, C, h0 = random_inputs(T, seed=T)
     init = h0 if with_state else None
-    ref_y, ref_h = naive_ssd(*(t.double() for t in (x, dt, A, B, C)), None if init is None else init.double())
+    ref_y, ref_h = ssd_naive(*(t.double() for t in (x, dt, A, B, C)), None if init is None else init.double())
     y, h = ssd_chunked(x, dt, A, B, C, chunk_size=8, initial_state=init)
     assert y.shape == x.shape and y.dtype == torch.float32 and h.shape == h0.shape
     assert (y.double() - ref_y).abs().max().item() <= 1e-4
@@ -84,7 +67,7 @@ def test_step_matches_chunked() -> None:
 def test_chunked_gradients_match_naive() -> None:
     """Backward through the chunked scan gives the recurrence's gradients (no NaN from the mask)."""
     inputs = [t.double().requires_grad_() for t in random_inputs(19, seed=7)]
-    ref_y, ref_h = naive_ssd(*inputs)
+    ref_y, ref_h = ssd_naive(*inputs)
     g_ref = torch.autograd.grad((ref_y.sin().sum() + ref_h.sum()), inputs)
     y, h = ssd_chunked(*inputs[:5], chunk_size=8, initial_state=inputs[5])
     g = torch.autograd.grad((y.sin().sum() + h.sum()), inputs)

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable
 import torch
 
 from unified.errors import CheckpointError, UnifiedError, WriteError
-from unified.model import LanguageModel, model_from_description
+from unified.models import LanguageModel, model_from_description
 
 FORMAT = "unified-checkpoint-v1"
 
@@ -206,7 +206,7 @@ def check_state_dict(expected: dict[str, tuple[int, ...]], stored: dict[str, tor
 def _declared_model(ckpt: dict[str, Any], where: str) -> LanguageModel:
     """The model a checkpoint describes, built on the meta device (no memory), its options
     type-checked: a crafted description (a string d_model, vocab_size 2**40 ...) fails here."""
-    from unified.optioncheck import coerce_overrides
+    from unified.models.optioncheck import coerce_overrides
 
     desc = ckpt["model"]
     try:

@@ -41,7 +41,7 @@ from lm_eval.api.registry import register_model
 
 from unified.checkpoint import file_sha256
 from unified.cli import run_cli
-from unified.decoding import DecodeSettings
+from unified.models.decoding import DecodeSettings
 from unified.errors import CheckpointError, ConfigError
 from unified.progress import progress
 from unified.sample_text import generate_until as generate_text_until

@@ -173,8 +173,8 @@ def _table(where: str, value: Any) -> dict[str, Any]:
 def parse_preset(data: dict[str, Any], path: Path | None = None) -> Preset:
     """Check a preset's TOML data and build the `Preset`; every mistake is one ConfigError line
     naming the file, the key and what is accepted."""
-    from unified.config import SCALES
-    from unified.model import resolve_variant
+    from unified.models.config import SCALES
+    from unified.models import resolve_variant
 
     where = str(path.name if path else data.get("name", "preset"))
     _check_keys(where, data, Preset)

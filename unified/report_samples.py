@@ -50,7 +50,7 @@ def group_samples(groups: Sequence[Any], prompts: Sequence[tuple[str, int]] | No
                   device: str = "cpu") -> list[SampleRow]:
     """Greedy samples of every group (its first run with a best_model.pt) for each prompt (with
     a progress bar, `unified.progress`)."""
-    from unified.decoding import DecodeSettings
+    from unified.models.decoding import DecodeSettings
     from unified.evals.hub import load_for_eval
     from unified.sample_text import encode_prompt, stream_sample
 

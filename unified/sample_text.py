@@ -1,6 +1,6 @@
 """Text generation for people and for other harnesses: prompts as text, streaming, stop strings.
 
-`unified.decoding.generate` is the batched, token-level generator the evaluation suites use;
+`unified.models.decoding.generate` is the batched, token-level generator the evaluation suites use;
 this module adds what a person (sample.py) or lm-eval's `generate_until` needs on top of the
 same token choice (`decoding.choose_next`) and the same per-variant cache:
 - `encode_prompt`: text -> ids with the token training put before such text (`--prefix auto`:
@@ -23,10 +23,10 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from unified.decoding import DecodeSettings, choose_next
+from unified.models.decoding import DecodeSettings, choose_next
 from unified.errors import ConfigError, UnknownNameError
-from unified.model import LanguageModel
-from unified.perf import small_matmul_precision
+from unified.models import LanguageModel
+from unified.ops.precision import small_matmul_precision
 from unified.tasks import TASKS
 from unified.tokenizer import Tokenizer
 
@@ -89,7 +89,7 @@ def decode_steps(model: LanguageModel, ids: torch.Tensor, settings: DecodeSettin
         yield nxt
         if i == settings.max_new_tokens - 1:
             return
-        with small_matmul_precision(device):  # one-token steps, as in unified.decoding
+        with small_matmul_precision(device):  # one-token steps, as in unified.models.decoding
             out = model(nxt[:, None], cache=out.cache)
 
 

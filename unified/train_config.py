@@ -12,7 +12,7 @@ import torch
 
 from unified.devices import check_device
 from unified.errors import ConfigError, require
-from unified.optioncheck import check_number, coerce_overrides
+from unified.models.optioncheck import check_number, coerce_overrides
 from unified.task_curriculum import TaskCurriculumConfig
 from unified.tracking import check_report_to
 
@@ -58,7 +58,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     dtype: str = "fp32"
     compile: bool = False
-    matmul_precision: str = "auto"  # float32 matmul setting, see unified.perf (resolved value is recorded)
+    matmul_precision: str = "auto"  # float32 matmul setting, see unified.ops.precision (resolved value is recorded)
     device: str = "auto"
     resume: bool = False
     model_overrides: dict[str, Any] = field(default_factory=dict)

@@ -33,8 +33,8 @@ from unified.distributed import (World, all_gather_object, all_reduce_sum, broad
                                  rank_zero_first, shutdown, supervised_count)
 from unified.errors import TrainingError, UnifiedError, require
 from unified.evals.algorithmic import score_examples, summarize
-from unified.model import create_model, resolve_variant
-from unified.perf import set_matmul_precision
+from unified.models import create_model, resolve_variant
+from unified.ops.precision import set_matmul_precision
 from unified.plots import plot_run
 from unified.resume import Checkpointing, ResumeState
 from unified.runlog import append_metrics, read_metrics
@@ -46,7 +46,7 @@ from unified.tracking import Tracker, open_tracker
 from unified.tokenizer import load_tokenizer
 from unified.train_config import DTYPES, TrainConfig, lr_factor, resolve_output_dir  # noqa: F401 (re-exported)
 from unified.validation import language_validation
-from unified.variants.ssm import kernel_backends
+from unified.models.ssm import kernel_backends
 
 class Trainer(Checkpointing):
     """One training run; `run()` returns the summary dict. `given` names the options the user

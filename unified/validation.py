@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from unified.evals.perplexity import ratio_stderr
-from unified.model import LanguageModel
+from unified.models import LanguageModel
 
 
 @torch.no_grad()

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from unified.data import encode_example, heldout_cell, train_length_range
-from unified.decoding import DecodeSettings, generate
+from unified.models.decoding import DecodeSettings, generate
 from unified.errors import ConfigError
 from unified.evals.results import mean_stderr
-from unified.model import LanguageModel
+from unified.models import LanguageModel
 from unified.progress import progress
 from unified.tasks import Example, Task, get_task
 from unified.tokenizer import Tokenizer

@@ -24,10 +24,10 @@ from unified.evals.algorithmic import DEFAULT_LIMIT, AlgorithmicSettings, run_al
 from unified.evals.needle import NeedleSettings, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.evals.results import base_meta, options_tag, write_results
-from unified.model import LanguageModel
+from unified.models import LanguageModel
 from unified.tasks import TASK_NAMES, resolve_tasks
 from unified.tokenizer import Tokenizer, load_tokenizer
-from unified.variants.ssm import kernel_backends
+from unified.models.ssm import kernel_backends
 
 
 @dataclass

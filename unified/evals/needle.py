@@ -8,7 +8,7 @@ run of digits it produces is exactly the code.
 The grid is context length x needle depth x samples. Every prompt of one length has exactly that
 many tokens of the checkpoint's tokenizer (BOS included): prompts are assembled from separately
 encoded pieces (filler sentences, needle, question) and the haystack is cut to fit, so each
-length is one equal-length group for `unified.decoding.generate` (no padding, so recurrent
+length is one equal-length group for `unified.models.decoding.generate` (no padding, so recurrent
 variants need no masks). The filler has no digits, so the code is the only number in the prompt.
 Sample i of a length uses the same haystack and code at every depth (a paired design: depths
 differ only in where the needle sits). By default the lengths are multiples of the checkpoint's
@@ -28,10 +28,10 @@ from typing import Any, Sequence
 import torch
 
 from unified.data import stream_rng
-from unified.decoding import DecodeSettings, generate
+from unified.models.decoding import DecodeSettings, generate
 from unified.errors import ConfigError, UnifiedError
 from unified.evals.results import mean_stderr
-from unified.model import LanguageModel
+from unified.models import LanguageModel
 from unified.progress import progress
 from unified.tokenizer import Tokenizer
 

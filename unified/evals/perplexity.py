@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from unified.corpus import DOC_SEPARATOR, corpus_from_path
 from unified.errors import ConfigError, DataError, UnknownNameError
-from unified.model import LanguageModel
+from unified.models import LanguageModel
 from unified.tokenizer import Tokenizer
 
 STDERR_METHOD = "over windows: ratio-estimator standard error of NLL per token, delta method per metric"

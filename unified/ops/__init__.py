@@ -1,2 +1,11 @@
 """Sequence-mixing kernels written in PyTorch, each with a naive step-recurrence reference beside
-it (`<op>_naive.py`) that the tests compare against (the layout of flash-linear-attention)."""
+it (`<op>_naive.py`) that the tests compare against (the layout of flash-linear-attention):
+
+    ssd_scan.py     Mamba-2 SSD chunked scan + fused-kernel dispatch   ssd_naive.py
+    signed_scan.py  SSD scan with decays in [-1, 1]                    signed_scan_naive.py
+    linear_scan.py  block-diagonal linear recurrence (reservoir)       linear_scan_naive.py
+    tanh_scan.py    leaky echo-state recurrence (loop = reference; fused RNN kernel)
+    precision.py    float32 matmul path and the dtype scans run in
+
+This is the lowest layer of the package: nothing here imports `unified.models` or above.
+"""

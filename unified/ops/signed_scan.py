@@ -5,7 +5,7 @@ show that diagonal SSMs with decays in [0, 1] (Mamba's exp(dt A)) cannot track p
 the range [-1, 1] lets them; for Mamba they use a = 2 exp(dt A) - 1 (`signed_decay`). Per head:
     H_t = a_t H_{t-1} + dt_t x_t B_t^T        y_t = H_t C_t       (reference: signed_scan_naive.py)
 
-The SSD chunked form (`unified.variants.ssd_scan`) writes every segment product
+The SSD chunked form (`unified.ops.ssd_scan`) writes every segment product
 prod_{r=s+1..t} a_r as exp(cs_t - cs_s) of cumulative log-decays. With signed decays the log of a
 negative number does not exist, so each product is carried as a magnitude and a sign:
     |prod| = exp(sum_{r=s+1..t} log|a_r|)     sign = (-1)^(number of negative a_r in s+1..t)

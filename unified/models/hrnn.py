@@ -39,8 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unified.errors import ConfigError
-from unified.layers import float32_scan, scan_dtype
-from unified.model import BodyOutput, LanguageModel, register_variant
+from unified.ops.precision import float32_scan, scan_dtype
+from unified.models.base import BodyOutput, LanguageModel, register_variant
 
 
 # Reference recipes scaled down: (T, N) per size. Larger sizes think longer per token.
@@ -65,7 +65,7 @@ class HRNNOptions:
 
 
 @dataclass
-class HRNNState:
+class HRNNCache:
     """Decoding cache: the two recurrent states (B, H) and the number of tokens consumed."""
 
     low: torch.Tensor
@@ -122,7 +122,7 @@ def hierarchical_scan(xn: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
 
 
 @register_variant("hrnn", aliases=("hierarchical_rnn",))
-class HierarchicalRNN(LanguageModel):
+class HRNNLM(LanguageModel):
     """Two-level LayerNorm-GRU language model (HRMLM); see the module docstring.
 
     `cfg.n_layers`, `n_heads` and `d_ff` are unused: the body is one hierarchical recurrence
@@ -174,13 +174,13 @@ class HierarchicalRNN(LanguageModel):
                 b.zero_()
                 b[1].fill_(1.0)
 
-    def init_cache(self, batch_size: int) -> HRNNState:
+    def init_cache(self, batch_size: int) -> HRNNCache:
         """Zero low and high states (the same start a forward pass without a cache uses)."""
         p = self.w_x.weight
         zeros = lambda h: torch.zeros(batch_size, h, device=p.device, dtype=scan_dtype(p))  # noqa: E731
-        return HRNNState(zeros(self.opts.low_hidden), zeros(self.opts.high_hidden), 0)
+        return HRNNCache(zeros(self.opts.low_hidden), zeros(self.opts.high_hidden), 0)
 
-    def scan(self, xn: torch.Tensor, state: HRNNState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def scan(self, xn: torch.Tensor, state: HRNNCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`hierarchical_scan` of the normalised token terms xn (B, L, 3Hl) from `state`, in
         float32 with autocast disabled (`float32_scan`: a bf16 rounding at every step would
         compound over the sequence). Returns (high states (B, L, Hh), last low, last high)."""
@@ -193,14 +193,14 @@ class HierarchicalRNN(LanguageModel):
                                      *(g.flatten().to(dt) for g in gains), int(self.opts.T), int(self.opts.N),
                                      int(tbptt), int(state.pos), 1e-5)
 
-    def body(self, input_ids: torch.Tensor, cache: HRNNState | None = None) -> BodyOutput:
+    def body(self, input_ids: torch.Tensor, cache: HRNNCache | None = None) -> BodyOutput:
         B, L = input_ids.shape
         state = cache if cache is not None else self.init_cache(B)
         xp = self.w_x(self.drop(self.tok_emb(input_ids)))  # (B, L, 3Hl): one matmul for the sequence
         xn = _group_ln(xp.reshape(B * L, -1), self.g_x.flatten(), self.b_x.flatten(), 1e-5).view(B, L, -1)
         hs, low, high = self.scan(xn, state)
         hidden = self.out(self.drop(hs))
-        new_cache = HRNNState(low, high, state.pos + L) if cache is not None else None
+        new_cache = HRNNCache(low, high, state.pos + L) if cache is not None else None
         return BodyOutput(hidden=hidden, cache=new_cache)
 
     def matmul_params(self) -> int:

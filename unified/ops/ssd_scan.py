@@ -13,7 +13,8 @@ sum_{s<=t} dt_s A_h inside a chunk:
     inter-chunk  y_t += exp(cs_t) H_{c-1} C_t
 Nothing of shape (batch, T, heads*P, N) is ever built: the largest tensors are the (L x L) decay
 masks per chunk and head, and one state per chunk. The PyTorch scan runs in float32 (float64 for
-float64 inputs) with autocast disabled (`unified.layers.float32_scan`).
+float64 inputs) with autocast disabled (`unified.ops.precision.float32_scan`). The reference it is
+tested against is `unified.ops.ssd_naive`, the recurrence one step at a time.
 
 Kernel dispatch: `fused_kernels(device)` is the single place that selects kernel functions (none
 off CUDA; CPU never imports them). The calls follow mamba-ssm 2.x / causal-conv1d 1.x wrappers'
@@ -32,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from unified.layers import float32_scan, scan_dtype
+from unified.ops.precision import float32_scan, scan_dtype
 
 log = logging.getLogger("unified")
 _LOGGED: set[str] = set()  # backends already announced in the log (one line each per process)

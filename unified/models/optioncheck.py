@@ -51,8 +51,8 @@ def _num(x: float) -> str:
 
 def option_types(variant: str) -> dict[str, Any]:
     """Declared type of every model option of `variant`: ModelConfig fields and its Options fields."""
-    from unified.config import ModelConfig
-    from unified.model import VARIANTS, resolve_variant
+    from unified.models.config import ModelConfig
+    from unified.models.base import VARIANTS, resolve_variant
 
     opts = VARIANTS[resolve_variant(variant)].cls.Options
     hints = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(opts)}

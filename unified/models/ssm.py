@@ -24,9 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unified.errors import require
-from unified.layers import KVCache, SwiGLU, TransformerBlock, rms_norm
-from unified.model import BodyOutput, LanguageModel, register_variant
-from unified.variants.ssd_scan import causal_conv_silu, conv_backend, scan_backend, ssd_scan
+from unified.models.layers import TransformerCache, SwiGLU, TransformerBlock, rms_norm
+from unified.models.base import BodyOutput, LanguageModel, register_variant
+from unified.ops.ssd_scan import causal_conv_silu, conv_backend, scan_backend, ssd_scan
 from unified.ops.signed_scan import signed_decay, signed_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # initial softplus(dt_bias) is log-uniform in [DT_MIN, DT_MAX]
@@ -63,10 +63,10 @@ class SSMMemOptions(SSMOptions):
 
 class SSMCache:
     """Decoding state of an SSM stack: per SSM layer the last (d_conv - 1) conv inputs (b, C, k-1)
-    and the SSM state (b, H, P, N); a `KVCache` for the attention layers (ssm_mem); `pos` counts
+    and the SSM state (b, H, P, N); a `TransformerCache` for the attention layers (ssm_mem); `pos` counts
     the positions consumed, memory tokens included."""
 
-    def __init__(self, conv: list[torch.Tensor], ssm: list[torch.Tensor], kv: KVCache | None = None):
+    def __init__(self, conv: list[torch.Tensor], ssm: list[torch.Tensor], kv: TransformerCache | None = None):
         self.conv, self.ssm, self.kv, self.pos = conv, ssm, kv, 0
 
     def floats_per_sequence(self) -> int:
@@ -166,7 +166,7 @@ def kernel_backends(model_or_device: nn.Module | torch.device | str) -> dict[str
 
 
 @register_variant("ssm", aliases=("mamba2",))
-class SSMModel(LanguageModel):
+class SSMLM(LanguageModel):
     """A stack of Mamba-2 blocks (no attention, no loop): linear-time training, constant-size
     decoding state."""
 
@@ -231,7 +231,7 @@ class SSMModel(LanguageModel):
                 ssm.append(torch.zeros(batch_size, m.n_heads, self.opts.headdim, self.opts.d_state,
                                        device=p.device, dtype=torch.float32))
         n_attn = self.attention_layers()
-        kv = KVCache(n_attn, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype) if n_attn else None
+        kv = TransformerCache(n_attn, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype) if n_attn else None
         return SSMCache(conv, ssm, kv)
 
     # ---- accounting ------------------------------------------------------------------------
@@ -271,7 +271,7 @@ class SSMModel(LanguageModel):
 
 
 @register_variant("ssm_mem", aliases=("ssm_hybrid",))
-class SSMMemModel(SSMModel):
+class SSMMemLM(SSMLM):
     """Mamba-2 blocks with a causal attention block (the baseline's TransformerBlock) every
     `attn_period` layers and `n_mem_tokens` learned memory tokens prepended to the sequence.
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 
 from unified.errors import ConfigError
-from unified.layers import KVCache, TransformerBlock
-from unified.model import BodyOutput, LanguageModel, register_variant
+from unified.models.layers import TransformerCache, TransformerBlock
+from unified.models.base import BodyOutput, LanguageModel, register_variant
 
 POS_ENCODINGS = ("rope", "learned", "nope")
 
@@ -37,7 +37,7 @@ class TransformerOptions:
 
 
 @register_variant("baseline")
-class Transformer(LanguageModel):
+class TransformerLM(LanguageModel):
     """Decoder-only transformer: pre-norm RMSNorm, RoPE (or learned / no positions), SDPA
     attention (GQA optional), SwiGLU."""
 
@@ -58,7 +58,7 @@ class Transformer(LanguageModel):
         for block in self.blocks:
             block.attn.use_rope = self.opts.pos_encoding == "rope"
 
-    def embed(self, input_ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, cache: TransformerCache | None) -> torch.Tensor:
         """Token embeddings, plus the learned position embeddings of the absolute positions
         (after the cached ones; positions past max_seq_len use the last row)."""
         x = self.tok_emb(input_ids)
@@ -72,15 +72,15 @@ class Transformer(LanguageModel):
         """The blocks in the order they are applied (one KV-cache slot per application)."""
         return list(self.blocks)
 
-    def body(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> BodyOutput:
+    def body(self, input_ids: torch.Tensor, cache: TransformerCache | None = None) -> BodyOutput:
         x = self.drop(self.embed(input_ids, cache))
         for i, block in enumerate(self.schedule()):
             x = block(x, cache, i)
         return BodyOutput(hidden=x, cache=cache)
 
-    def init_cache(self, batch_size: int) -> KVCache:
+    def init_cache(self, batch_size: int) -> TransformerCache:
         p = self.tok_emb.weight
-        return KVCache(len(self.schedule()), batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
+        return TransformerCache(len(self.schedule()), batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
 
     def attention_layers(self) -> int:
         return len(self.schedule())
@@ -104,7 +104,7 @@ class SharedLoopOptions(TransformerOptions):
 
 
 @register_variant("shared_loop")
-class SharedLoopTransformer(Transformer):
+class SharedLoopLM(TransformerLM):
     """`n_unique` blocks looped `n_loops` times; loop count changeable at evaluation time."""
 
     Options = SharedLoopOptions

@@ -6,13 +6,13 @@ Every variant is the same kind of object (DESIGN contract 1):
                                                               ce_loss, token_ce, aux_loss)
     cache = model.init_cache(batch_size)              # incremental decoding for every variant
     model.num_params(), model.flops_per_token(seq_len), model.state_size(seq_len)
-A variant file defines a `LanguageModel` subclass and registers it with `@register_variant`.
+A variant file defines a `LanguageModel` subclass and registers it with `@register_variant`;
+`unified/models/__init__.py` imports every variant file by name (the explicit list of families),
+so importing anything from `unified.models` fills the registry.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unified.config import SCALES, ModelConfig, scale_config
+from unified.models.config import SCALES, ModelConfig, scale_config
 from unified.errors import ConfigError, UnknownNameError
-from unified.layers import init_weights, rms_norm
+from unified.models.layers import init_weights, rms_norm
 
 
 @dataclass
@@ -231,23 +231,14 @@ def register_variant(name: str, aliases: tuple[str, ...] = ()) -> Callable[[type
     return wrap
 
 
-def _load_variant_modules() -> None:
-    import unified.variants as pkg
-
-    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        importlib.import_module(f"unified.variants.{mod.name}")
-
-
 def variant_names() -> list[str]:
     """Registered variant names in ladder order."""
-    _load_variant_modules()
     order = ["baseline", "shared_loop", "latent", "act", "ssm", "ssm_mem", "reservoir", "liquid", "hrnn", "rsm"]
     return sorted(VARIANTS, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
 def resolve_variant(name: str) -> str:
     """Canonical variant name for `name` (aliases accepted); unknown names are an error."""
-    _load_variant_modules()
     name = ALIASES.get(name, name)
     if name not in VARIANTS:
         raise UnknownNameError("variant", name, variant_names())
@@ -313,7 +304,7 @@ def scale_table(vocab_sizes: tuple[int, ...] = (259, 32000), variants: list[str]
 
 def scale_table_markdown(vocab_size: int) -> str:
     """Markdown table (sizes x variants) of real parameter counts at `vocab_size`; frozen
-    weights shown separately. Used for the README: `python -m unified.model`."""
+    weights shown separately. Used for the README: `python -m unified.models`."""
     import pandas as pd
 
     rows = scale_table((vocab_size,))
@@ -330,11 +321,3 @@ def scale_table_markdown(vocab_size: int) -> str:
     shapes = [f"{SCALES[s]['d_model']}/{SCALES[s]['n_layers']}/{SCALES[s]['n_heads']}" for s in table.index]
     table.insert(0, "d/layers/heads", shapes)
     return table.reset_index().to_markdown(index=False)
-
-
-if __name__ == "__main__":  # python -m unified.model : the README's scale tables
-    import unified.model as registry  # variants register in the imported module, not __main__
-
-    for v in (259, 32000):
-        print(f"\nvocabulary {v}:\n")
-        print(registry.scale_table_markdown(v))

@@ -37,8 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unified.errors import ConfigError
-from unified.layers import SwiGLU, apply_rope, attend, cached_rope_tables, rms_norm
-from unified.model import BodyOutput, LanguageModel, register_variant
+from unified.models.layers import SwiGLU, apply_rope, attend, cached_rope_tables, rms_norm
+from unified.models.base import BodyOutput, LanguageModel, register_variant
 
 
 @dataclass
@@ -89,7 +89,7 @@ class GatedUpdate(nn.Module):
     per-channel gated rewrite of memory slots M towards a summary u (both (B, S, d)).
 
     u is RMS-normalised and the weights start at std 1/sqrt(fan_in) (GRU-style, see
-    `RollingStateMemory.special_init`), so what is written is O(1) from the first step: with the
+    `RSMLM.special_init`), so what is written is O(1) from the first step: with the
     GPT-2 std 0.02 the written signal shrank ~100x per hop and recall across two chunks did not
     train."""
 
@@ -184,7 +184,7 @@ class RSMBlock(nn.Module):
 
 
 @register_variant("rsm", aliases=("rsm_memory",))
-class RollingStateMemory(LanguageModel):
+class RSMLM(LanguageModel):
     """Chunked transformer with per-layer gated memory slots and a periodic global sync; see
     the module docstring. Strictly causal: chunk c reads only memory written by chunks < c."""
 

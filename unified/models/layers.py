@@ -7,35 +7,18 @@ the full forward pass exactly.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unified.config import ModelConfig
+from unified.models.config import ModelConfig
 
 
 def rms_norm(d: int, eps: float = 1e-5) -> nn.RMSNorm:
     """Root-mean-square normalisation with a learned gain (Zhang & Sennrich 2019)."""
     return nn.RMSNorm(d, eps=eps)
-
-
-def scan_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a scan over x runs in: float32, or float64 for float64 inputs."""
-    return torch.promote_types(x.dtype, torch.float32)
-
-
-def float32_scan(x: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Context for a recurrence over time (a scan) on x's device: autocast disabled, so the
-    products inside run in the dtype of their inputs. Callers cast those to `scan_dtype`: a
-    bf16 rounding made at every step compounds along the sequence (issue 14 measured 7.8e-3
-    relative error for the linear reservoir scan under bf16 autocast, 1.8e-7 in float32).
-    Matmuls outside the recurrence stay under autocast."""
-    if x.device.type not in ("cpu", "cuda", "xpu", "mps"):
-        return contextlib.nullcontext()
-    return torch.autocast(x.device.type, enabled=False)
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +56,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.to(x.dtype)
 
 
-class KVCache:
+class TransformerCache:
     """Keys and values of past positions for a stack of attention layers.
 
     Storage grows by doubling, so decoding past the trained context works for RoPE models.
@@ -127,7 +110,7 @@ class CausalSelfAttention(nn.Module):
         self.proj.residual_scaled = True  # init: scaled down like GPT-2's residual projections
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+    def forward(self, x: torch.Tensor, cache: TransformerCache | None = None, layer: int = 0,
                 pos: int | None = None) -> torch.Tensor:
         """x: (B, T, d). With a cache, x holds the positions after those already cached."""
         B, T, _ = x.shape
@@ -193,7 +176,7 @@ class TransformerBlock(nn.Module):
         self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: TransformerCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), cache, layer))
         return x + self.ffn(self.norm2(x))
 

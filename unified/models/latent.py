@@ -46,10 +46,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from unified.config import ModelConfig
+from unified.models.config import ModelConfig
 from unified.errors import ConfigError, UnknownNameError
-from unified.layers import KVCache, SwiGLU, TransformerBlock, apply_rope, attend, rms_norm, rope_tables
-from unified.model import BodyOutput, LanguageModel, register_variant
+from unified.models.layers import TransformerCache, SwiGLU, TransformerBlock, apply_rope, attend, rms_norm, rope_tables
+from unified.models.base import BodyOutput, LanguageModel, register_variant
 
 HALTING_MODES = ("act", "pondernet")
 
@@ -79,7 +79,7 @@ class ThoughtCore(nn.Module):
         """Modules whose weights are used once per iteration (for the FLOPs count)."""
         return [self.norm_q, self.q, self.proj, self.norm_m, self.mlp]
 
-    def read(self, h: torch.Tensor, cache: KVCache | None, slot: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def read(self, h: torch.Tensor, cache: TransformerCache | None, slot: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Keys/values (B, Hkv, S, D) of all token states so far and the absolute position of
         the first new one. With a cache the new positions are appended to `slot`."""
         B, T, _ = h.shape
@@ -114,7 +114,7 @@ class LatentOptions:
 
 
 @register_variant("latent", aliases=("thought",))
-class LatentTransformer(LanguageModel):
+class LatentLM(LanguageModel):
     """Transformer with a per-position thought stream refined K times by a shared core."""
 
     Options = LatentOptions
@@ -158,7 +158,7 @@ class LatentTransformer(LanguageModel):
         steps = torch.full(h.shape[:2], float(self.opts.K), device=h.device)
         return z, steps, {}, None
 
-    def body(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> BodyOutput:
+    def body(self, input_ids: torch.Tensor, cache: TransformerCache | None = None) -> BodyOutput:
         x = self.drop(self.tok_emb(input_ids))
         aux: dict[str, torch.Tensor] = {}
         aux_loss = None
@@ -172,10 +172,10 @@ class LatentTransformer(LanguageModel):
                 x = self.blocks[i](x, cache, i)
         return BodyOutput(hidden=x, aux=aux, aux_loss=aux_loss, cache=cache)
 
-    def init_cache(self, batch_size: int) -> KVCache:
+    def init_cache(self, batch_size: int) -> TransformerCache:
         """One KV slot per token block plus one (the last) for the token states thoughts read."""
         p = self.tok_emb.weight
-        return KVCache(self.cfg.n_layers + 1, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
+        return TransformerCache(self.cfg.n_layers + 1, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
 
     # ---- accounting ------------------------------------------------------------------------
     def core_steps(self) -> int:
@@ -223,7 +223,7 @@ class ACTOptions:
 
 
 @register_variant("act", aliases=("ponder",))
-class ACTTransformer(LatentTransformer):
+class ACTLM(LatentLM):
     """`latent` with per-position adaptive halting of the thought core (ACT or PonderNet)."""
 
     Options = ACTOptions

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import torch
 
-from unified.model import LanguageModel
-from unified.perf import small_matmul_precision
+from unified.models.base import LanguageModel
+from unified.ops.precision import small_matmul_precision
 
 
 @dataclass
