@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from unified.cli import ArgumentParser, ensure_writable_dir, parse_overrides, run_cli, set_offline_if_unreachable
+from unified.cli import ArgumentParser, ensure_writable_dir, parse_overrides, run_cli
+from unified.text.textcache import set_offline_if_unreachable
 from unified.devices import check_device
 from unified.errors import ConfigError
 from unified.evals.algorithmic import parse_ood_grid

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
+from unified.cli import ArgumentParser, parse_overrides, run_cli
+from unified.text.textcache import set_offline_if_unreachable
 from unified.models.decoding import DecodeSettings
 from unified.devices import check_device
 from unified.errors import ConfigError, DataError

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from unified.cli import ArgumentParser, parse_overrides, run_cli, set_offline_if_unreachable
+from unified.cli import ArgumentParser, parse_overrides, run_cli
+from unified.text.textcache import set_offline_if_unreachable
 from unified.models.config import SCALES
-from unified.corpus import describe_sources
+from unified.text.corpus import describe_sources
 from unified.ops.precision import MATMUL_PRECISIONS
 from unified.tracking import REPORT_TO
 from unified.training import TrainConfig, train

@@ -23,7 +23,7 @@ from cli_forkserver import ForkServer
 from unified.checkpoint import FORMAT, load_checkpoint
 from unified.runlog import read_metrics
 from unified.runlock import RunLock
-from unified.tokenizer import train_bpe
+from unified.text.tokenizer import train_bpe
 from unified.training import TrainConfig, train
 
 # A pico run that reaches its first checkpoint within seconds.

@@ -18,7 +18,7 @@ from unified.evals.needle import FILLER_SENTENCES, NeedleBuilder, NeedleSettings
 from unified.evals.perplexity import PerplexitySettings, run_perplexity, window_nll
 from unified.evals.results import strip_volatile
 from unified.models import variant_names
-from unified.tokenizer import ByteTokenizer
+from unified.text.tokenizer import ByteTokenizer
 
 TEXT = ("Once upon a time a small fox lived in a wood. It liked to run — très vite — past the old oak.\n"
         "One day it met a crow. The crow said hello and they became friends.")

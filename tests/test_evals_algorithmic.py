@@ -15,7 +15,7 @@ from unified.evals.algorithmic import (AlgorithmicSettings, constant_answer_floo
                                        score_examples, strict_correct, token_accuracy)
 from unified.evals.needle import NeedleSettings, run_needle
 from unified.tasks import Example, get_task, resolve_tasks
-from unified.tokenizer import ByteTokenizer
+from unified.text.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()
 PAD, EOS, BOS = TOK.pad_id, TOK.eos_id, TOK.bos_id

@@ -14,7 +14,7 @@ from unified.errors import CheckpointError, DataError, UnknownNameError
 from unified.models import create_model, variant_names
 from unified.runlog import append_metrics, read_metrics
 from unified.tasks import TASKS, resolve_tasks
-from unified.tokenizer import ByteTokenizer, load_tokenizer
+from unified.text.tokenizer import ByteTokenizer, load_tokenizer
 
 
 def test_byte_tokenizer_round_trip_and_digits() -> None:
@@ -129,7 +129,7 @@ def test_batches_are_a_function_of_seed_and_step() -> None:
 
 
 def test_language_fraction_schedule(tmp_path) -> None:
-    from unified.corpus import corpus_from_path
+    from unified.text.corpus import corpus_from_path
 
     f = tmp_path / "t.txt"
     f.write_text("hello world, this is text. " * 400)

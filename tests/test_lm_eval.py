@@ -20,7 +20,7 @@ from unified.models.decoding import DecodeSettings, generate
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.lm_eval_results import lm_eval_metrics
 from unified.models import variant_names
-from unified.tokenizer import ByteTokenizer
+from unified.text.tokenizer import ByteTokenizer
 
 pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402

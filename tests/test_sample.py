@@ -17,7 +17,7 @@ from unified.errors import ConfigError, UnknownNameError
 from unified.models import variant_names
 from unified.sample_text import (TextStreamer, encode_prompt, generate_until, is_algorithmic_prompt, stream_sample,
                                  validate_settings)
-from unified.tokenizer import ByteTokenizer
+from unified.text.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()
 

@@ -21,7 +21,7 @@ from unified.data import (heldout_cell, heldout_examples, heldout_sets, length_r
 from unified.errors import ConfigError
 from unified.task_base import ENUMERATE_CAP
 from unified.tasks import TASK_NAMES, TASKS, get_task, resolve_tasks, task_of_prompt, train_char_bounds
-from unified.tokenizer import ByteTokenizer
+from unified.text.tokenizer import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOK = ByteTokenizer()

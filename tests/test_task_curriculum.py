@@ -16,7 +16,7 @@ from unified.task_curriculum import (DEPENDENCIES, TaskCurriculum, TaskCurriculu
                                      stratified_heldout)
 from unified.data import prompt_split
 from unified.tasks import get_task, resolve_tasks
-from unified.tokenizer import ByteTokenizer
+from unified.text.tokenizer import ByteTokenizer
 
 
 def _feed(tc: TaskCurriculum, scores: dict[str, float], steps: range) -> list[dict]:

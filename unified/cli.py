@@ -1,8 +1,7 @@
-"""What every CLI shares: one-line errors with exit status 2, and failing fast when offline.
-
-Without network, a Hugging Face hub lookup retries for ~45 s before failing. `set_offline_if_unreachable`
-probes the hub once (2 s) and, if it cannot be reached, switches the HF libraries to offline mode
-so a hub name fails at once with our one-line error.
+"""What every CLI shares: one-line errors with exit status 2 (`run_cli`, `ArgumentParser`),
+`KEY=VALUE` overrides and the writable-output check. Only the CLI scripts (train.py, eval_hub.py,
+compare.py, ladder.py, sample.py, bench/*.py and the `__main__` modules) import this module;
+failing fast when offline is `unified.text.textcache.set_offline_if_unreachable`.
 """
 from __future__ import annotations
 
@@ -10,27 +9,12 @@ import argparse
 import errno
 import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Callable
 
 from unified.errors import ConfigError, UnifiedError
-
-
-def set_offline_if_unreachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """Set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE unless the hub answers; returns True if offline."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        return True
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return False
-    except OSError:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-        return True
 
 
 def ensure_writable_dir(path: str | Path, what: str = "output dir") -> Path:

@@ -29,10 +29,10 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from unified.corpus import TextCorpus
+from unified.text.documents import TextCorpus
 from unified.errors import ConfigError
 from unified.tasks import Example, Task, task_of_prompt, train_char_bounds
-from unified.tokenizer import Tokenizer
+from unified.text.tokenizer import Tokenizer
 
 IGNORE = -100
 _BUCKETS = 20

@@ -28,7 +28,7 @@ from unified.errors import ConfigError, UnknownNameError
 from unified.models import LanguageModel
 from unified.ops.precision import small_matmul_precision
 from unified.tasks import TASKS
-from unified.tokenizer import Tokenizer
+from unified.text.tokenizer import Tokenizer
 
 PREFIXES = ("auto", "bos", "eos", "none")
 

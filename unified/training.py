@@ -8,7 +8,7 @@ is a function of (seed, step), so the resumed run continues the same loss curve.
 
 Language data (`--lang_dataset`, default auto: TinyStories when cached or reachable, else the
 offline procedural story corpus) and the tokenizer (`bpe:N` is trained on its training text and
-saved as tokenizer.json) come from `unified.corpus.load_language`. With `--use_task_curriculum`
+saved as tokenizer.json) come from `unified.text.corpus.load_language`. With `--use_task_curriculum`
 a `TaskCurriculum` chooses the algorithmic tasks and difficulties, is updated at each validation,
 saved in checkpoints and drawn in curriculum.png.
 """
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from unified.checkpoint import atomic_write_text, rng_state, unwrap
 from unified.cli import ensure_writable_dir
-from unified.corpus import load_language
+from unified.text.corpus import load_language
 from unified.data import Curriculum, CurriculumConfig, heldout_examples
 from unified.distributed import (World, all_gather_object, all_reduce_sum, broadcast_object, init_from_env,
                                  rank_zero_first, shutdown, supervised_count)
@@ -43,7 +43,7 @@ from unified.task_curriculum import (TaskCurriculum, competence_scores, plot_cur
                                      stratified_heldout)
 from unified.tasks import resolve_tasks
 from unified.tracking import Tracker, open_tracker
-from unified.tokenizer import load_tokenizer
+from unified.text.tokenizer import load_tokenizer
 from unified.train_config import DTYPES, TrainConfig, lr_factor, resolve_output_dir  # noqa: F401 (re-exported)
 from unified.validation import language_validation
 from unified.models.ssm import kernel_backends

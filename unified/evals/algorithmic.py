@@ -28,7 +28,7 @@ from unified.evals.results import mean_stderr
 from unified.models import LanguageModel
 from unified.progress import progress
 from unified.tasks import Example, Task, get_task
-from unified.tokenizer import Tokenizer
+from unified.text.tokenizer import Tokenizer
 
 DEFAULT_LIMIT = 100
 # Tasks whose answers are a small fixed set: a uniformly random valid answer scores 1/len(set).

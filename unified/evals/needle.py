@@ -33,7 +33,7 @@ from unified.errors import ConfigError, UnifiedError
 from unified.evals.results import mean_stderr
 from unified.models import LanguageModel
 from unified.progress import progress
-from unified.tokenizer import Tokenizer
+from unified.text.tokenizer import Tokenizer
 
 NEEDLE_STREAM = 7  # seed-stream id of the needle suite (other suites use other ids)
 CODE_DIGITS = 5

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unified.corpus import DOC_SEPARATOR, corpus_from_path
+from unified.text.documents import DOC_SEPARATOR
+from unified.text.corpus import corpus_from_path
 from unified.errors import ConfigError, DataError, UnknownNameError
 from unified.models import LanguageModel
-from unified.tokenizer import Tokenizer
+from unified.text.tokenizer import Tokenizer
 
 STDERR_METHOD = "over windows: ratio-estimator standard error of NLL per token, delta method per metric"
 
@@ -116,10 +117,10 @@ def read_text_file(path: str | Path) -> list[str]:
 
 def hub_validation_documents(spec: str, max_tokens: int | None, tokenizer: Tokenizer) -> list[str]:
     """Validation documents of an HF dataset named as for `--lang_dataset` (tinystories,
-    wikitext103, ..., hf:<repo>[:<config>]), read through `unified.textcache` (its own
+    wikitext103, ..., hf:<repo>[:<config>]), read through `unified.text.textcache` (its own
     validation split, or the documents training holds out); stops once `max_tokens` are read."""
-    from unified.corpus import is_hub_spec
-    from unified.textcache import HUB_SOURCES, hub_documents, hub_has_validation, hub_offline, resolve_hub
+    from unified.text.corpus import is_hub_spec
+    from unified.text.textcache import HUB_SOURCES, hub_documents, hub_has_validation, hub_offline, resolve_hub
 
     if not is_hub_spec(spec):
         raise UnknownNameError("--ppl_dataset", spec, [*HUB_SOURCES, "hf:<repo>[:<config>]"])
@@ -146,7 +147,7 @@ def run_validation_text(checkpoint: dict[str, Any], tokenizer: Tokenizer) -> Hel
     The source is the one training resolved (`checkpoint["language"]["source"]`, e.g.
     "procedural", "tinystories" or a path), else `train_config["lang_data"]` of older runs. Local
     text is split by `corpus_from_path` (in memory), other sources load through
-    `unified.corpus.load_corpus` (validation streams are fixed by the source, whatever the
+    `unified.text.corpus.load_corpus` (validation streams are fixed by the source, whatever the
     training size)."""
     source = (checkpoint.get("language") or {}).get("source") or \
         (checkpoint.get("train_config") or {}).get("lang_data")
@@ -157,7 +158,7 @@ def run_validation_text(checkpoint: dict[str, Any], tokenizer: Tokenizer) -> Hel
         if Path(source).exists():
             corpus = corpus_from_path(source, tokenizer)
         else:
-            from unified.corpus import load_corpus
+            from unified.text.corpus import load_corpus
 
             corpus = load_corpus(source, tokenizer, procedural_bytes=4096, progress=False)
     except (DataError, ConfigError) as exc:

@@ -1,4 +1,4 @@
-"""The memmap token cache and the HF `datasets` sources behind `unified.corpus.load_corpus`.
+"""The memmap token cache and the HF `datasets` sources behind `unified.text.corpus.load_corpus`.
 
 Layout: <root>/corpora/<source key>/<tokenizer key>/{train.bin, val.bin, meta.json}; token
 arrays are raw uint16 (vocabulary <= 65536) or uint32, documents each followed by EOS. A cache
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from unified.corpus import TextCorpus, _n_bytes, encode_documents, read_documents, split_documents, token_dtype
 from unified.errors import DataError
-from unified.tokenizer import Tokenizer, bpe_size
+from unified.text.documents import TextCorpus, read_documents, split_documents, utf8_bytes
+from unified.text.tokenizer import BPETokenizer, Tokenizer, bpe_size, encode_documents, token_dtype
 
 CACHE_VERSION = 1
 VAL_DOCS_WITHOUT_SPLIT = 2000
@@ -97,8 +98,6 @@ def token_cache_exists(root: Path, source: str, tokenizer_spec: str) -> bool:
         trained = root / "tokenizers" / f"from-{source}-bpe{n}.json"
         if not trained.is_file():
             return False
-        from unified.tokenizer import BPETokenizer
-
         name = BPETokenizer.from_json(trained.read_text(encoding="utf-8")).name
     return (corpus_dir(root, source, name) / "meta.json").is_file()
 
@@ -152,7 +151,7 @@ def build_cache(folder: Path, name: str, tokenizer: Tokenizer, train_docs: Itera
                     if full:
                         arr = arr[:max_tokens - n_tok]
                     arr.tofile(f)
-                    n_tok, n_bytes, n_docs = n_tok + len(arr), n_bytes + _n_bytes(chunk), n_docs + len(chunk)
+                    n_tok, n_bytes, n_docs = n_tok + len(arr), n_bytes + utf8_bytes(chunk), n_docs + len(chunk)
                     bar.update(len(chunk))
                     bar.set_postfix(tokens=f"{n_tok:,}", refresh=False)
                     if full:
@@ -214,11 +213,27 @@ def cached_hub_corpus(spec: str, tokenizer: Tokenizer, root: Path, max_tokens: i
 
 
 # ---- HF datasets -------------------------------------------------------------------------------
+def set_offline_if_unreachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE unless the hub answers; returns True if offline.
+
+    Without network, a Hugging Face hub lookup retries for ~45 s before failing; this probes the
+    hub once (`timeout` s) and, if it cannot be reached, switches the HF libraries to offline mode
+    so a hub name fails at once with a one-line error (the CLIs call it before any work)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return False
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        return True
+
+
 def hub_offline() -> bool:
     """Whether the hub is unreachable (probing once, 2 s); if so, switch the HF libraries offline,
     also when they were imported before, so lookups fail at once instead of retrying for ~25 s."""
-    from unified.cli import set_offline_if_unreachable
-
     offline = set_offline_if_unreachable()
     if offline:
         for module, attrs in (("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
@@ -286,7 +301,7 @@ def hub_documents(src: HubSource, split: str, has_val: bool) -> Iterator[str]:
                 yield d
     except ConnectionError:
         raise DataError(f"lost the connection while reading {src.repo}; the partial cache was discarded, run "
-                        f"`python -m unified.corpus prepare` again") from None
+                        f"`python -m unified.text prepare` again") from None
     except KeyError:
         raise DataError(f"dataset {src.repo} rows have no {src.text_field!r} field") from None
 

@@ -2,7 +2,7 @@
 
 `byte` (default) needs nothing: 256 byte ids + BOS/EOS/PAD, one token per digit. `bpe:N` is a
 byte-level BPE of N tokens that the harness trains on a corpus's training text with the HF
-`tokenizers` library (`train_bpe`; `unified.corpus.load_language` does it for train.py); once
+`tokenizers` library (`train_bpe`; `unified.text.corpus.load_language` does it for train.py); once
 trained it is named `bpe:N:<sha12 of its JSON>`, saved as tokenizer.json in the run folder and
 in the cache, and embedded in checkpoints, so evaluation reloads exactly the same one. Digits
 stay single tokens (as with `byte`) so algorithmic answers tokenize the same way at every length.
@@ -17,7 +17,10 @@ import re
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
+import numpy as np
+
 from unified.errors import ConfigError, DataError
+from unified.text.documents import cache_root
 
 BPE_SPECIALS = ("<|bos|>", "<|eos|>", "<|pad|>")
 _BPE_NAME = re.compile(r"^bpe:(\d+)(?::([0-9a-f]{12}))?$")
@@ -149,17 +152,34 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(tok)
 
 
+def token_dtype(tokenizer: Tokenizer) -> type:
+    """uint16 when every id fits, else uint32."""
+    return np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+
+
+def encode_documents(docs: list[str], tokenizer: Tokenizer, chunk: int = 1024) -> np.ndarray:
+    """Token ids of `docs`, each followed by EOS, packed into one array of `token_dtype`
+    (encoded `chunk` documents at a time, so memory stays near the size of the result)."""
+    dtype = token_dtype(tokenizer)
+    parts = [np.zeros(0, dtype=dtype)]
+    for i in range(0, len(docs), chunk):
+        ids: list[int] = []
+        for seq in tokenizer.encode_batch(docs[i:i + chunk]):
+            ids.extend(seq)
+            ids.append(tokenizer.eos_id)
+        parts.append(np.asarray(ids, dtype=dtype))
+    return np.concatenate(parts)
+
+
 def tokenizer_cache_dir() -> Path:
     """Where trained BPE tokenizers are kept by name (under the corpus cache, `UNIFIED_CACHE`)."""
-    from unified.corpus import cache_root
-
     return cache_root() / "tokenizers"
 
 
 def load_tokenizer(name: str = "byte", tokenizer_json: str | None = None) -> Tokenizer:
     """The tokenizer called `name`: "byte"; a trained BPE "bpe:N:<hash>" (from `tokenizer_json`,
     e.g. a checkpoint's embedded copy, else from the cache); a BPE tokenizer.json path; or an HF
-    hub name / local path. An untrained "bpe:N" request is trained by `unified.corpus.load_language`."""
+    hub name / local path. An untrained "bpe:N" request is trained by `unified.text.corpus.load_language`."""
     if name == "byte":
         return ByteTokenizer()
     if name.startswith("bpe:"):
@@ -186,7 +206,7 @@ def _load_bpe(name: str, tokenizer_json: str | None) -> BPETokenizer:
         raise ConfigError(f"bad tokenizer name {name!r}; accepted: bpe:N (train one) or bpe:N:<12 hex digits>")
     if m.group(2) is None:
         raise ConfigError(f"--tokenizer {name} is trained on a corpus's training text: use it with train.py or "
-                          f"`python -m unified.corpus prepare`; to load a trained one give bpe:N:<hash> or its "
+                          f"`python -m unified.text prepare`; to load a trained one give bpe:N:<hash> or its "
                           f"tokenizer.json path")
     if tokenizer_json is None:
         cached = tokenizer_cache_dir() / f"bpe-{m.group(1)}-{m.group(2)}.json"
