@@ -24,7 +24,7 @@ from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
 from unified.ops.precision import MATMUL_PRECISIONS, set_matmul_precision
 from unified.progress import set_quiet
-from unified.tasks import resolve_tasks
+from unified.data.tasks import resolve_tasks
 
 
 def _number_list(kind: type, flag: str):

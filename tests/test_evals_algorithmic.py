@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import unified.evals.algorithmic as alg
+import unified.data.scoring as scoring
 from conftest import tiny_model
 from unified.models.decoding import DecodeSettings, Generation, generate
 from unified.errors import ConfigError, UnknownNameError
-from unified.evals.algorithmic import (AlgorithmicSettings, constant_answer_floor, parse_ood_grid, run_algorithmic,
-                                       score_examples, strict_correct, token_accuracy)
+from unified.evals.algorithmic import AlgorithmicSettings, parse_ood_grid, run_algorithmic
+from unified.data.scoring import constant_answer_floor, score_examples, strict_correct, token_accuracy
 from unified.evals.needle import NeedleSettings, run_needle
-from unified.tasks import Example, get_task, resolve_tasks
+from unified.data.tasks import Example, get_task, resolve_tasks
 from unified.text.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()
@@ -62,7 +62,7 @@ def test_score_examples_is_strict_end_to_end(monkeypatch) -> None:
            ((40, 2), (41, 2), (42, 2), (43, 2), (44, 2))]
     replies = {"add 40+2=": (_ids("42") + [PAD, PAD, PAD], False), "add 41+2=": (_ids("4") + [PAD] + _ids("3"), True),
                "add 42+2=": (_ids("44 "), True), "add 43+2=": (_ids("45"), True), "add 44+2=": (_ids("46"), False)}
-    monkeypatch.setattr(alg, "generate", _stub_generate(lambda p: replies[p]))
+    monkeypatch.setattr(scoring, "generate", _stub_generate(lambda p: replies[p]))
     rows = score_examples(None, TOK, exs)
     assert [r["correct"] for r in rows] == [0.0, 0.0, 0.0, 1.0, 0.0]
     assert rows[0]["prediction"] == "42" and rows[1]["prediction"] == "43"  # lenient decoding would accept both
@@ -75,7 +75,7 @@ def test_the_suite_calls_task_check(monkeypatch) -> None:
     calls = []
     task = get_task("copy")
     monkeypatch.setattr(type(task), "check", lambda self, pred, ans: calls.append((pred, ans)) or False)
-    monkeypatch.setattr(alg, "generate", _stub_generate(lambda p: (_ids(p.split()[1][:-1]), True)))
+    monkeypatch.setattr(scoring, "generate", _stub_generate(lambda p: (_ids(p.split()[1][:-1]), True)))
     rows = score_examples(None, TOK, [Example("copy abc=", "abc", {"task": "copy", "difficulty": 3})])
     assert calls == [("abc", "abc")] and rows[0]["correct"] == 0.0  # token-exact, but check said no
 
@@ -93,10 +93,10 @@ def constant_runs():
     mp = pytest.MonkeyPatch()
     tasks = resolve_tasks(None)
     settings = AlgorithmicSettings(limit=24, seed=3)
-    mp.setattr(alg, "generate", _stub_generate(lambda p: (_ids("0"), True)))
+    mp.setattr(scoring, "generate", _stub_generate(lambda p: (_ids("0"), True)))
     first = run_algorithmic(None, TOK, tasks, settings)
     answer = {t.tag: first["tasks"][t.name]["iid"]["floor_answer"] for t in tasks}
-    mp.setattr(alg, "generate", _stub_generate(lambda p: (_ids(answer[p.split()[0]]), True)))
+    mp.setattr(scoring, "generate", _stub_generate(lambda p: (_ids(answer[p.split()[0]]), True)))
     floor_run = run_algorithmic(None, TOK, tasks, settings)
     subset = run_algorithmic(None, TOK, [get_task("successor"), get_task("addition")], settings)
     mp.undo()
@@ -142,7 +142,7 @@ def test_cells_depend_only_on_task_grid_and_seed(constant_runs) -> None:
 
 
 def test_length_ranges_and_ood_overlap_flags(monkeypatch) -> None:
-    monkeypatch.setattr(alg, "generate", _stub_generate(lambda p: (_ids("0"), True)))
+    monkeypatch.setattr(scoring, "generate", _stub_generate(lambda p: (_ids("0"), True)))
     task = get_task("addition")
     grid = parse_ood_grid(["addition=5"], [task])
     res = run_algorithmic(None, TOK, [task], AlgorithmicSettings(limit=20, ood_grid=grid))["tasks"]["addition"]

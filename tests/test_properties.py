@@ -128,10 +128,6 @@ def test_loss_parts_are_separate(variant: str) -> None:
     """LMOutput carries the cross-entropy and the auxiliary loss apart: `ce_loss` is the mean
     next-token cross-entropy of the supervised targets, `token_ce` is per position (0 where
     ignored), and `loss` = ce_loss + aux_loss exactly (ce_loss alone without an aux loss)."""
-    from unified.data import IGNORE
-    from unified.models import IGNORE_INDEX
-
-    assert IGNORE == IGNORE_INDEX
     model = tiny_model(variant, **({"lambda_ponder": 5.0} if variant == "act" else {})).eval()
     ids = _ids(t=T + 1)
     targets = ids[:, 1:].clone()

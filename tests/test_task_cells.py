@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.test_tasks import SOLVERS, parse
-from unified.data import (heldout_cell, heldout_examples, heldout_sets, length_range, prompt_split, sample_split,
-                          train_length_range)
+from unified.data.batches import (heldout_cell, heldout_examples, heldout_sets, length_range, prompt_split,
+                                  sample_split, train_length_range)
 from unified.errors import ConfigError
-from unified.task_base import ENUMERATE_CAP
-from unified.tasks import TASK_NAMES, TASKS, get_task, resolve_tasks, task_of_prompt, train_char_bounds
+from unified.data.task_base import ENUMERATE_CAP
+from unified.data.tasks import TASK_NAMES, TASKS, get_task, resolve_tasks, task_of_prompt, train_char_bounds
 from unified.text.tokenizer import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,8 +167,8 @@ def test_cells_independent_of_task_order_and_selection() -> None:
 
 
 def test_cells_deterministic_under_other_hash_seed() -> None:
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from unified.data import heldout_sets; "
-            "from unified.tasks import resolve_tasks; "
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from unified.data.batches import heldout_sets; "
+            "from unified.data.tasks import resolve_tasks; "
             "print(json.dumps({k: [e.prompt for e in v] for k, v in "
             "heldout_sets(resolve_tasks('chain,dyck,mod_add'), 'eval', 30, 4).items()}))")
     env = {**os.environ, "PYTHONHASHSEED": "321"}

@@ -9,13 +9,13 @@ import random
 import pytest
 import torch
 
-from unified.data import Curriculum, CurriculumConfig
+from unified.data.batches import Curriculum, CurriculumConfig
 from unified.errors import CheckpointError, ConfigError
 from unified.runlog import read_metrics
-from unified.task_curriculum import (DEPENDENCIES, TaskCurriculum, TaskCurriculumConfig, competence_scores,
-                                     stratified_heldout)
-from unified.data import prompt_split
-from unified.tasks import get_task, resolve_tasks
+from unified.data.task_curriculum import (DEPENDENCIES, TaskCurriculum, TaskCurriculumConfig, competence_scores,
+                                          stratified_heldout)
+from unified.data.batches import prompt_split
+from unified.data.tasks import get_task, resolve_tasks
 from unified.text.tokenizer import ByteTokenizer
 
 

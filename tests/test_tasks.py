@@ -1,4 +1,4 @@
-"""Tests for unified.tasks: answers are re-derived by independent parsers and solvers here."""
+"""Tests for unified.data.tasks: answers are re-derived by independent parsers and solvers here."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from unified.errors import ConfigError, UnknownNameError
-from unified.tasks import TASK_NAMES, TASKS, Example, get_task, ranges_table_markdown, resolve_tasks
+from unified.data.tasks import TASK_NAMES, TASKS, Example, get_task, ranges_table_markdown, resolve_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SAMPLES = 300

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from unified.data import IGNORE
+from unified.models.base import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,9 @@ def all_reduce_sum(values: Sequence[float], world_size: int, device: torch.devic
 def supervised_ce_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy summed (not averaged) over the supervised positions (target != -100), in
     float32; divided by the global supervised count it gives the global-batch mean."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def supervised_count(targets: torch.Tensor) -> int:
     """Number of supervised positions (target != -100)."""
-    return int((targets != IGNORE).sum())
+    return int((targets != IGNORE_INDEX).sum())

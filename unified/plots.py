@@ -1,5 +1,6 @@
 """Figures of a training run: loss.png (train and validation loss vs tokens) and accuracy.png
-(validation exact match per task vs tokens). Redrawn after every validation."""
+(validation exact match per task vs tokens), redrawn after every validation, and curriculum.png
+(the per-task curriculum's levels, competence and sampling weights) with --use_task_curriculum."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,3 +57,42 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     plt.close(fig)
     written.append(run_dir / "accuracy.png")
     return written
+
+
+def plot_curriculum(run_dir: str | Path) -> Path | None:
+    """curriculum.png of a run: level (fraction of the train range), competence EMA and sampling
+    weight per task against tokens, with unlock/raise/lower decisions marked."""
+    run_dir = Path(run_dir)
+    recs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "curriculum"]
+    snaps = pd.DataFrame([r for r in recs if r.get("action") == "state"])
+    if snaps.empty:
+        return None
+    events = [r for r in recs if r.get("action") != "state"]
+    names = [c.split("/", 1)[1] for c in snaps.columns if c.startswith("level_frac/")]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    for n in names:
+        axes[0].step(snaps.tokens, snaps[f"level_frac/{n}"], where="post", color=colors[n], label=n)
+        axes[1].plot(snaps.tokens, pd.to_numeric(snaps[f"ema/{n}"], errors="coerce"), "o-", ms=2, color=colors[n])
+    axes[2].stackplot(snaps.tokens, *[snaps[f"weight/{n}"] for n in names], colors=[colors[n] for n in names])
+    marks = {"raise": "^", "lower": "v", "unlock": "*", "mastered": "s", "forgotten": "x"}
+    for e in events:
+        if e.get("task") in colors:
+            y = snaps[f"level_frac/{e['task']}"][snaps.step <= e["step"]]
+            axes[0].plot(e["tokens"], y.iloc[-1] if len(y) else 0, marks.get(e["action"], "o"),
+                         color=colors[e["task"]], mec="k", mew=0.6, ms=8 if e["action"] == "unlock" else 6, zorder=3)
+    axes[0].set_ylabel("difficulty level\n(fraction of train range)")
+    axes[1].set_ylabel("competence (EMA of\nvalidation exact match)")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[2].set_ylabel("sampling weight")
+    axes[2].set_xlabel("tokens seen")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=5, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+    fig.suptitle(f"{run_dir.name}: task curriculum ({recs[0].get('strategy', '')}; "
+                 f"^ raise, v lower, * unlock, s mastered, x forgotten)")
+    fig.tight_layout()
+    path = run_dir / "curriculum.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

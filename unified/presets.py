@@ -240,7 +240,7 @@ def parse_preset(data: dict[str, Any], path: Path | None = None) -> Preset:
         if owned:
             raise ConfigError(f"{where} {label}: {owned[0]!r} is set by the ladder for every run; remove it")
     if "alg_tasks" in preset.train:  # tasks must exist before anything trains
-        from unified.tasks import resolve_tasks
+        from unified.data.tasks import resolve_tasks
 
         resolve_tasks(str(preset.train["alg_tasks"]))
     return preset

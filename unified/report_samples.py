@@ -24,8 +24,8 @@ LANGUAGE_TOKENS, ALGORITHMIC_TOKENS = 64, 12
 
 def algorithmic_prompt() -> str:
     """A fixed held-out (eval split) addition prompt with 3-digit operands."""
-    from unified.data import sample_split
-    from unified.tasks import get_task
+    from unified.data.batches import sample_split
+    from unified.data.tasks import get_task
 
     ex = sample_split(get_task("addition"), random.Random(0), "eval", 3)
     return ex.prompt if ex is not None else "add 123+456="

@@ -27,7 +27,7 @@ from unified.models.decoding import DecodeSettings, choose_next
 from unified.errors import ConfigError, UnknownNameError
 from unified.models import LanguageModel
 from unified.ops.precision import small_matmul_precision
-from unified.tasks import TASKS
+from unified.data.tasks import TASKS
 from unified.text.tokenizer import Tokenizer
 
 PREFIXES = ("auto", "bos", "eos", "none")

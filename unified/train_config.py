@@ -13,7 +13,7 @@ import torch
 from unified.devices import check_device
 from unified.errors import ConfigError, require
 from unified.models.optioncheck import check_number, coerce_overrides
-from unified.task_curriculum import TaskCurriculumConfig
+from unified.data.task_curriculum import TaskCurriculumConfig
 from unified.tracking import check_report_to
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -28,20 +28,19 @@ from tqdm.auto import tqdm
 from unified.checkpoint import atomic_write_text, rng_state, unwrap
 from unified.cli import ensure_writable_dir
 from unified.text.corpus import load_language
-from unified.data import Curriculum, CurriculumConfig, heldout_examples
+from unified.data.batches import Curriculum, CurriculumConfig, heldout_examples
 from unified.distributed import (World, all_gather_object, all_reduce_sum, broadcast_object, init_from_env,
                                  rank_zero_first, shutdown, supervised_count)
 from unified.errors import TrainingError, UnifiedError, require
-from unified.evals.algorithmic import score_examples, summarize
+from unified.data.scoring import score_examples, summarize
 from unified.models import create_model, resolve_variant
 from unified.ops.precision import set_matmul_precision
-from unified.plots import plot_run
+from unified.plots import plot_curriculum, plot_run
 from unified.resume import Checkpointing, ResumeState
 from unified.runlog import append_metrics, read_metrics
 from unified.runlock import RunLock
-from unified.task_curriculum import (TaskCurriculum, competence_scores, plot_curriculum,
-                                     stratified_heldout)
-from unified.tasks import resolve_tasks
+from unified.data.task_curriculum import TaskCurriculum, competence_scores, stratified_heldout
+from unified.data.tasks import resolve_tasks
 from unified.tracking import Tracker, open_tracker
 from unified.text.tokenizer import load_tokenizer
 from unified.train_config import DTYPES, TrainConfig, lr_factor, resolve_output_dir  # noqa: F401 (re-exported)
@@ -107,7 +106,7 @@ class Trainer(Checkpointing):
             self.train_model = torch.compile(self.train_model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.dtype == "fp16")
         self.val_batches = self.curriculum.validation_batches(cfg.val_rows, cfg.batch_size)
-        # distinct val prompts, an equal share per train difficulty (unified.data.heldout_cell)
+        # distinct val prompts, an equal share per train difficulty (unified.data.batches.heldout_cell)
         self.val_examples = stratified_heldout(self.tasks, cfg.eval_samples, cfg.seed)
         self.val_rows: dict[str, list[dict[str, Any]]] = {}
         self.step, self.best_val, self.best_step = 0, float("inf"), None

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from unified.evals.perplexity import ratio_stderr
+from unified.data.scoring import ratio_stderr
 from unified.models import LanguageModel
 
 

@@ -14,7 +14,7 @@
   sees exactly the data of an uninterrupted single-process one.
 - Algorithmic rows pack "BOS prompt answer EOS" examples; only answer and EOS tokens are
   supervised (prompt tokens get target -100).
-- With a per-task curriculum (`task_policy`, see `unified.task_curriculum`), training rows take
+- With a per-task curriculum (`task_policy`, see `unified.data.task_curriculum`), training rows take
   their task and difficulty from it instead of the smooth schedule; its state changes only at
   validations, so a batch stays a function of (seed, step, curriculum state).
 """
@@ -31,10 +31,10 @@ import torch
 
 from unified.text.documents import TextCorpus
 from unified.errors import ConfigError
-from unified.tasks import Example, Task, task_of_prompt, train_char_bounds
+from unified.models.base import IGNORE_INDEX
+from unified.data.tasks import Example, Task, task_of_prompt, train_char_bounds
 from unified.text.tokenizer import Tokenizer
 
-IGNORE = -100
 _BUCKETS = 20
 _SPLIT_OF_BUCKET = {0: "eval", 1: "eval", 2: "val"}  # every other bucket: train
 
@@ -80,7 +80,7 @@ def encode_example(tokenizer: Tokenizer, ex: Example) -> tuple[list[int], list[i
     """Token ids of "BOS prompt answer EOS" and their targets (answer and EOS only)."""
     prompt = [tokenizer.bos_id] + tokenizer.encode(ex.prompt)
     answer = tokenizer.encode(ex.answer) + [tokenizer.eos_id]
-    return prompt + answer, [IGNORE] * len(prompt) + answer
+    return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
 
 
 class TaskPolicy(Protocol):
@@ -169,7 +169,7 @@ class Curriculum:
             ids += e_ids
             tgt += e_tgt
         pad = n - len(ids)
-        return ids + [self.tok.pad_id] * pad, tgt + [IGNORE] * pad
+        return ids + [self.tok.pad_id] * pad, tgt + [IGNORE_INDEX] * pad
 
     def lang_row(self, rng: random.Random, tokens: np.ndarray) -> tuple[list[int], list[int]]:
         """A random window of seq_len + 1 tokens; every position supervised."""

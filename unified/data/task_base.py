@@ -6,7 +6,7 @@ train/val/eval split depend on it:
 
 - `canonical_prompt` maps a prompt to the canonical member of its *equivalence class* (prompts
   that are trivial twins, e.g. ``add 8+51=`` and ``add 51+8=``). The split hashes this key, so
-  twins always land in the same split (`unified.data.prompt_split`).
+  twins always land in the same split (`unified.data.batches.prompt_split`).
 - `enumerate` lists every prompt the generator can produce at a difficulty when that space is
   small (parity of 3 bits, 1-digit successors ...), so held-out cells can take all of them
   instead of rejection sampling.

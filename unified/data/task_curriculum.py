@@ -15,19 +15,18 @@ each task keeps its own difficulty level, moved by its competence:
 Validation prompts for competence are spread evenly over each train range (`stratified_heldout`).
 Batches stay a deterministic function of (seed, step, curriculum state): the state changes only at
 validations, is saved in checkpoints as a plain dict and restored on resume. Every decision is
-returned as a record for metrics.jsonl (kind "curriculum") and drawn by `plot_curriculum`.
+returned as a record for metrics.jsonl (kind "curriculum") and drawn by `unified.plots.plot_curriculum`.
 """
 from __future__ import annotations
 
 import bisect
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
-from unified.data import heldout_sets
+from unified.data.batches import heldout_sets
 from unified.errors import ConfigError, require
-from unified.tasks import Example, Task
+from unified.data.tasks import Example, Task
 
 STRATEGIES = ("competence", "dag")
 
@@ -264,50 +263,3 @@ def competence_scores(rows_by_task: dict[str, list[dict[str, Any]]], curriculum:
         sel = [r["correct"] for r in rows if r["difficulty"] <= cap]
         out[name] = sum(sel) / len(sel)
     return out
-
-
-def plot_curriculum(run_dir: str | Path) -> Path | None:
-    """curriculum.png of a run: level (fraction of the train range), competence EMA and sampling
-    weight per task against tokens, with unlock/raise/lower decisions marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from unified.runlog import read_metrics
-
-    run_dir = Path(run_dir)
-    recs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "curriculum"]
-    snaps = pd.DataFrame([r for r in recs if r.get("action") == "state"])
-    if snaps.empty:
-        return None
-    events = [r for r in recs if r.get("action") != "state"]
-    names = [c.split("/", 1)[1] for c in snaps.columns if c.startswith("level_frac/")]
-    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
-    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
-    for n in names:
-        axes[0].step(snaps.tokens, snaps[f"level_frac/{n}"], where="post", color=colors[n], label=n)
-        axes[1].plot(snaps.tokens, pd.to_numeric(snaps[f"ema/{n}"], errors="coerce"), "o-", ms=2, color=colors[n])
-    axes[2].stackplot(snaps.tokens, *[snaps[f"weight/{n}"] for n in names], colors=[colors[n] for n in names])
-    marks = {"raise": "^", "lower": "v", "unlock": "*", "mastered": "s", "forgotten": "x"}
-    for e in events:
-        if e.get("task") in colors:
-            y = snaps[f"level_frac/{e['task']}"][snaps.step <= e["step"]]
-            axes[0].plot(e["tokens"], y.iloc[-1] if len(y) else 0, marks.get(e["action"], "o"),
-                         color=colors[e["task"]], mec="k", mew=0.6, ms=8 if e["action"] == "unlock" else 6, zorder=3)
-    axes[0].set_ylabel("difficulty level\n(fraction of train range)")
-    axes[1].set_ylabel("competence (EMA of\nvalidation exact match)")
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[2].set_ylabel("sampling weight")
-    axes[2].set_xlabel("tokens seen")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=5, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
-    fig.suptitle(f"{run_dir.name}: task curriculum ({recs[0].get('strategy', '')}; "
-                 f"^ raise, v lower, * unlock, s mastered, x forgotten)")
-    fig.tight_layout()
-    path = run_dir / "curriculum.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

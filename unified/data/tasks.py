@@ -12,8 +12,8 @@ prompt+answer is longer than the longest training one (`Task.char_bounds`, teste
 All randomness comes from the `rng` argument, so a seed fixes the stream on every machine and
 under every PYTHONHASHSEED.
 
-This module is the registry; the contract is in `unified.task_base`, the tasks in
-`unified.tasks_numeric` and `unified.tasks_symbolic`.
+This module is the registry; the contract is in `unified.data.task_base`, the tasks in
+`unified.data.tasks_numeric` and `unified.data.tasks_symbolic`.
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ import random
 from typing import Sequence
 
 from unified.errors import ConfigError, UnknownNameError
-from unified.task_base import ENUMERATE_CAP, Example, Task
-from unified.tasks_numeric import (AdditionTask, ChainTask, CompareTask, ModAddTask, MultiplicationTask,
-                                   SuccessorTask)
-from unified.tasks_symbolic import CopyTask, DyckTask, ParityTask, ReverseTask, is_balanced
-from unified.tasks_recall import MQARTask
+from unified.data.task_base import ENUMERATE_CAP, Example, Task
+from unified.data.tasks_numeric import (AdditionTask, ChainTask, CompareTask, ModAddTask, MultiplicationTask,
+                                        SuccessorTask)
+from unified.data.tasks_symbolic import CopyTask, DyckTask, ParityTask, ReverseTask, is_balanced
+from unified.data.tasks_recall import MQARTask
 
 __all__ = ["ENUMERATE_CAP", "Example", "Task", "TASKS", "TASK_NAMES", "get_task", "resolve_tasks",
            "task_of_prompt", "train_char_bounds", "ranges_table_markdown", "is_balanced"]

@@ -1,5 +1,5 @@
 """Arithmetic tasks on decimal integers: mod_add, addition, multiplication, chain, compare,
-successor (see `unified.tasks` for the registry and `unified.task_base` for the contract).
+successor (see `unified.data.tasks` for the registry and `unified.data.task_base` for the contract).
 
 Equivalence classes ("trivial twins") are prompts that show the same inputs in another order,
 so that a memorised association of those inputs answers both; each docstring names its class.
@@ -10,7 +10,7 @@ import itertools
 import random
 from typing import Iterator
 
-from unified.task_base import Task, lowest, number
+from unified.data.task_base import Task, lowest, number
 
 
 def _pairs(digits: int) -> Iterator[tuple[int, int]]:

@@ -1,5 +1,5 @@
-"""Recall tasks: multi-query associative recall (see `unified.tasks` for the registry and
-`unified.task_base` for the contract)."""
+"""Recall tasks: multi-query associative recall (see `unified.data.tasks` for the registry and
+`unified.data.task_base` for the contract)."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +8,7 @@ import random
 import string
 from typing import Iterator
 
-from unified.task_base import Task
+from unified.data.task_base import Task
 
 _KEYS = string.ascii_lowercase
 _VALUES = string.digits

@@ -1,5 +1,5 @@
-"""String tasks: parity, copy, reverse, dyck (see `unified.tasks` for the registry and
-`unified.task_base` for the contract).
+"""String tasks: parity, copy, reverse, dyck (see `unified.data.tasks` for the registry and
+`unified.data.task_base` for the contract).
 
 Equivalence classes ("trivial twins") are prompts that show the same inputs, so that a
 memorised association answers both; each docstring names its class and why it is that small.
@@ -12,7 +12,7 @@ import random
 import string
 from typing import Iterator
 
-from unified.task_base import Task
+from unified.data.task_base import Task
 
 
 class ParityTask(Task):

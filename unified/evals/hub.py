@@ -25,7 +25,7 @@ from unified.evals.needle import NeedleSettings, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.evals.results import base_meta, options_tag, write_results
 from unified.models import LanguageModel
-from unified.tasks import TASK_NAMES, resolve_tasks
+from unified.data.tasks import TASK_NAMES, resolve_tasks
 from unified.text.tokenizer import Tokenizer, load_tokenizer
 from unified.models.ssm import kernel_backends
 

@@ -33,10 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unified.text.documents import DOC_SEPARATOR
-from unified.text.corpus import corpus_from_path
+from unified.data.scoring import ratio_stderr
 from unified.errors import ConfigError, DataError, UnknownNameError
 from unified.models import LanguageModel
+from unified.text.corpus import corpus_from_path, is_hub_spec, load_corpus
+from unified.text.documents import DOC_SEPARATOR
+from unified.text.textcache import HUB_SOURCES, hub_documents, hub_has_validation, hub_offline, resolve_hub
 from unified.text.tokenizer import Tokenizer
 
 STDERR_METHOD = "over windows: ratio-estimator standard error of NLL per token, delta method per metric"
@@ -119,9 +121,6 @@ def hub_validation_documents(spec: str, max_tokens: int | None, tokenizer: Token
     """Validation documents of an HF dataset named as for `--lang_dataset` (tinystories,
     wikitext103, ..., hf:<repo>[:<config>]), read through `unified.text.textcache` (its own
     validation split, or the documents training holds out); stops once `max_tokens` are read."""
-    from unified.text.corpus import is_hub_spec
-    from unified.text.textcache import HUB_SOURCES, hub_documents, hub_has_validation, hub_offline, resolve_hub
-
     if not is_hub_spec(spec):
         raise UnknownNameError("--ppl_dataset", spec, [*HUB_SOURCES, "hf:<repo>[:<config>]"])
     try:
@@ -158,8 +157,6 @@ def run_validation_text(checkpoint: dict[str, Any], tokenizer: Tokenizer) -> Hel
         if Path(source).exists():
             corpus = corpus_from_path(source, tokenizer)
         else:
-            from unified.text.corpus import load_corpus
-
             corpus = load_corpus(source, tokenizer, procedural_bytes=4096, progress=False)
     except (DataError, ConfigError) as exc:
         return f"the run's language data {source!r} cannot be read here ({exc}); pass --text_file PATH"
@@ -224,22 +221,6 @@ def window_nll(model: LanguageModel, ids: np.ndarray, prefix_id: int, eos_id: in
             for j, i in enumerate(idx):
                 out[i] = (float(sums[j]), int(counts[j]))
     return out
-
-
-def ratio_stderr(windows: Sequence[tuple[float, int]]) -> tuple[float, float]:
-    """Mean NLL per token over all windows and its standard error (ratio estimator, clusters =
-    windows); the error is nan with fewer than two scored windows."""
-    ws = [(s, n) for s, n in windows if n > 0]
-    total_n = sum(n for _, n in ws)
-    if total_n == 0:
-        return float("nan"), float("nan")
-    mean = sum(s for s, _ in ws) / total_n
-    k = len(ws)
-    if k < 2:
-        return mean, float("nan")
-    nbar = total_n / k
-    var = sum((s - mean * n) ** 2 for s, n in ws) / (k * (k - 1))
-    return mean, math.sqrt(var) / nbar
 
 
 def perplexity_metrics(windows: Sequence[tuple[float, int]], n_bytes: int, n_words: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -42,18 +42,6 @@ def base_meta(**fields: Any) -> dict[str, Any]:
     return {"harness_version": unified.__version__, "git_commit": git_commit(), "grid_version": GRID_VERSION,
             "torch_version": torch.__version__, "python": platform.python_version(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
-
-
-def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and its standard error (sample std / sqrt(n), lm-eval convention); nan when empty."""
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    mean = sum(values) / n
-    if n == 1:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
 
 
 def _jsonable(x: Any) -> Any:

@@ -45,7 +45,7 @@ class LMOutput:
     aux_loss: torch.Tensor | None = None
 
 
-IGNORE_INDEX = -100  # unsupervised targets (prompt, padding): PyTorch's default, = unified.data.IGNORE
+IGNORE_INDEX = -100  # unsupervised targets (prompt, padding): PyTorch's default
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
