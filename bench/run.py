@@ -224,6 +224,16 @@ def fmt(x: Any, digits: int = 0) -> str:
     return "" if x is None or (isinstance(x, float) and x != x) else f"{x:,.{digits}f}"
 
 
+HAND_KEPT = "<!-- hand-kept: measurements of the other bench scripts; bench/run.py keeps everything from this line on -->"
+
+
+def write_markdown(out: Path, text: str) -> None:
+    """Write RESULTS.md, keeping the hand-kept part of the file it replaces (from `HAND_KEPT` on):
+    the measurements of the other bench scripts live there, so that every timing is in one file."""
+    old = out.read_text() if out.is_file() else ""
+    out.write_text(text + ("\n" + old[old.index(HAND_KEPT):] if HAND_KEPT in old else ""))
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The RESULTS.md text of a report."""
     m, peak, a = report["machine"], report["peak"], report["args"]
@@ -310,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.render is not None:
         report = json.loads(Path(args.render).read_text())
-        Path(args.out).write_text(markdown(report))
+        write_markdown(Path(args.out), markdown(report))
         print(f"wrote {args.out}")
         return 0
     for name in ("batch", "seq_len", "steps", "threads", "prompt_len", "decode_tokens", "peak_reps"):
@@ -367,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
               "peak": peak, "rows": results, "targets": check_targets(results), "formulas": formulas}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(report))
+    write_markdown(out, markdown(report))
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     if report["loaded"]:
         print(f"WARNING: taken under load (1-minute load average {load_start:.2f} at start; other processes used up "
