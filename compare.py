@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from unified.cli import ArgumentParser, ensure_writable_dir, run_cli
+from unified.cli import ArgumentParser, run_cli
+from unified.train.checkpoint import ensure_writable_dir
 from unified.compare import compare
 from unified.progress import set_quiet
 

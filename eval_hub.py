@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from unified.cli import ArgumentParser, ensure_writable_dir, parse_overrides, run_cli
+from unified.cli import ArgumentParser, parse_overrides, run_cli
+from unified.train.checkpoint import ensure_writable_dir
 from unified.text.textcache import set_offline_if_unreachable
 from unified.devices import check_device
 from unified.errors import ConfigError

@@ -119,7 +119,7 @@ def check_train_args(variants: list[str], size: str, train_args: list[str]) -> N
     from train import build_parser as train_parser
     from unified.cli import parse_overrides
     from unified.models import split_overrides
-    from unified.training import TrainConfig
+    from unified.train.config import TrainConfig
 
     for variant in variants:
         parsed = vars(train_parser().parse_args(["--variant", variant, "--model_size", size, *train_args]))

@@ -1,6 +1,6 @@
 """Train one variant at one scale: python train.py --model_size nano --variant act
 
-Thin wrapper: parses arguments into `unified.training.TrainConfig` and calls `train`.
+Thin wrapper: parses arguments into `unified.train.trainer.TrainConfig` and calls `train`.
 Several GPUs (or CPU processes): torchrun --nproc_per_node=N train.py ... (docs/reliability.md).
 """
 from __future__ import annotations
@@ -12,8 +12,9 @@ from unified.text.textcache import set_offline_if_unreachable
 from unified.models.config import SCALES
 from unified.text.corpus import describe_sources
 from unified.ops.precision import MATMUL_PRECISIONS
-from unified.tracking import REPORT_TO
-from unified.training import TrainConfig, train
+from unified.train.tracking import REPORT_TO
+from unified.train.config import TrainConfig
+from unified.train.trainer import train
 
 
 def build_parser() -> ArgumentParser:

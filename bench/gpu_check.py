@@ -45,7 +45,8 @@ import torch  # noqa: E402
 
 import measure  # noqa: E402
 from gpu_report import markdown, verdicts  # noqa: E402
-from unified.cli import ArgumentParser, ensure_writable_dir, run_cli  # noqa: E402
+from unified.cli import ArgumentParser, run_cli
+from unified.train.checkpoint import ensure_writable_dir
 from unified.errors import ConfigError  # noqa: E402
 from unified.models.properties import cache_diffs, causality_diffs
 from unified.ops import ssd_scan
@@ -251,7 +252,7 @@ def ddp_probe(device: str) -> int:
     """Run by torchrun: join the process group (NCCL on CUDA, gloo on CPU), wrap a small model in
     DDP, take 3 steps and all_reduce a value; print one JSON line."""
     import torch.distributed as dist
-    from unified.distributed import init_from_env
+    from unified.train.distributed import init_from_env
     from unified.models import create_model
 
     world, dev = init_from_env(device)

@@ -4,7 +4,7 @@ Everything here runs inside one process with an explicit `torch.set_num_threads`
 starts one process per (row, size), and `run_cases` resets the peak-RSS high-water mark between
 dtypes so that each case's peak resident memory is its own.
 
-Training step = what `unified.training.Trainer` does per optimizer step with grad_accum 1:
+Training step = what `unified.train.trainer.Trainer` does per optimizer step with grad_accum 1:
 autocast forward with targets, backward, gradient clipping at 1.0, AdamW (two parameter groups,
 betas 0.9/0.95), zero_grad. Tokens/s is batch x seq_len over the median step time after warm-up.
 MFU = flops_per_token(seq_len) x tokens/s / peak, with the peak of the dtype's matmuls.

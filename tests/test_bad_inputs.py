@@ -20,11 +20,12 @@ import pytest
 import torch
 
 from cli_forkserver import ForkServer
-from unified.checkpoint import FORMAT, load_checkpoint
-from unified.runlog import read_metrics
-from unified.runlock import RunLock
+from unified.train.checkpoint import FORMAT, load_checkpoint
+from unified.train.runlog import read_metrics
+from unified.train.runlock import RunLock
 from unified.text.tokenizer import train_bpe
-from unified.training import TrainConfig, train
+from unified.train.config import TrainConfig
+from unified.train.trainer import train
 
 # A pico run that reaches its first checkpoint within seconds.
 T = ["--model_size", "pico", "--max_steps", "4", "--eval_every", "2", "--log_every", "1", "--batch_size", "2",

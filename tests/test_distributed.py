@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from cli_helpers import ROOT, run_cli
-from unified.checkpoint import load_checkpoint
-from unified.runlog import read_metrics
-from unified.training import TrainConfig, train
+from unified.train.checkpoint import load_checkpoint
+from unified.train.runlog import read_metrics
+from unified.train.config import TrainConfig
+from unified.train.trainer import train
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available in this torch build")
@@ -115,7 +116,7 @@ def test_grad_accum_and_batch_split_give_the_same_training(tmp_path: Path) -> No
 def test_step_objective_has_the_gradients_of_the_model_loss_for_one_batch(tmp_path: Path, variant: str) -> None:
     """With one process and one micro-batch the per-token objective is exactly the model's loss
     (cross-entropy mean + auxiliary loss, e.g. ACT's ponder cost): same value, same gradients."""
-    from unified.training import Trainer
+    from unified.train.trainer import Trainer
 
     cfg = TrainConfig(variant=variant, model_size="pico", batch_size=3, seq_len=48, lang_dataset="none",
                       alg_tasks="parity,copy", max_steps=2, output_dir=str(tmp_path / "r"),

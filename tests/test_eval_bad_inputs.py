@@ -13,7 +13,7 @@ import pytest
 
 from cli_forkserver import ForkServer
 from conftest import tiny_model
-from unified.checkpoint import save_checkpoint
+from unified.train.checkpoint import save_checkpoint
 
 EARLIER = '{"meta": {"grid_version": "2"}, "algorithmic": {"exact_match": 0.25}}\n'
 

@@ -12,7 +12,7 @@ import torch
 
 from cli_helpers import run_cli
 from conftest import tiny_model
-from unified.checkpoint import save_checkpoint
+from unified.train.checkpoint import save_checkpoint
 from unified.errors import ConfigError, DataError, UnknownNameError
 from unified.evals.needle import FILLER_SENTENCES, NeedleBuilder, NeedleSettings, extract_code, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity, window_nll

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from unified.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, save_checkpoint
+from unified.train.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, save_checkpoint
 from unified.models.config import SCALES
 from unified.data.batches import (Curriculum, CurriculumConfig, encode_example, heldout_examples, prompt_split,
                                   sample_split)
 from unified.errors import CheckpointError, DataError, UnknownNameError
 from unified.models import create_model, variant_names
-from unified.runlog import append_metrics, read_metrics
+from unified.train.runlog import append_metrics, read_metrics
 from unified.data.tasks import TASKS, resolve_tasks
 from unified.text.tokenizer import ByteTokenizer, load_tokenizer
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unified.training import TrainConfig, Trainer
+from unified.train.config import TrainConfig
+from unified.train.trainer import Trainer
 
 SEQ = 32
 

@@ -15,7 +15,7 @@ import torch
 
 from cli_helpers import run_cli
 from unified.text import textcache
-from unified.checkpoint import load_checkpoint, save_checkpoint
+from unified.train.checkpoint import load_checkpoint, save_checkpoint
 from unified.text.corpus import corpus_from_path, load_corpus, load_language, resolve_source
 from unified.errors import ConfigError, DataError
 from unified.text.storygrammar import generate_documents, grammar

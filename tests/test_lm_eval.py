@@ -15,7 +15,7 @@ import torch
 
 from cli_helpers import ROOT
 from conftest import tiny_model
-from unified.checkpoint import save_checkpoint
+from unified.train.checkpoint import save_checkpoint
 from unified.models.decoding import DecodeSettings, generate
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.lm_eval_results import lm_eval_metrics

@@ -15,7 +15,7 @@ import pytest
 from cli_helpers import ROOT
 from conftest import tiny_model
 from unified import progress as progress_mod
-from unified.checkpoint import save_checkpoint
+from unified.train.checkpoint import save_checkpoint
 
 
 def test_bars_follow_the_terminal_and_quiet(monkeypatch) -> None:

@@ -23,10 +23,10 @@ import torch
 
 from cli_helpers import ROOT, run_cli
 from conftest import TINY_OVERRIDES, tiny_model
-from unified.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, model_from_checkpoint,
-                                remove_stale_temps, save_checkpoint)
+from unified.train.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, model_from_checkpoint,
+                                      remove_stale_temps, save_checkpoint)
 from unified.errors import WriteError
-from unified.runlog import append_metrics, read_metrics
+from unified.train.runlog import append_metrics, read_metrics
 
 # 32 steps mixing algorithmic and procedural-language rows (the language phase starts at step
 # ~14), dropout on (so the RNG state must be restored), and a log window (3) that straddles the
@@ -148,7 +148,7 @@ def test_sigkill_during_repeated_saves_never_leaves_a_truncated_file(tmp_path: P
     script = textwrap.dedent(f"""
         import sys, torch
         sys.path.insert(0, {str(ROOT)!r})
-        from unified.checkpoint import atomic_save
+        from unified.train.checkpoint import atomic_save
         big = torch.randn(2_000_000)
         i = 0
         while True:

@@ -23,12 +23,13 @@ import torch
 from cli_forkserver import ForkServer
 from cli_helpers import ROOT
 from conftest import tiny_model
-from unified.checkpoint import load_checkpoint
+from unified.train.checkpoint import load_checkpoint
 from unified.errors import TrainingError
-from unified.resume import first_nonfinite
-from unified.runlock import LOCK_NAME
-from unified.runlog import read_metrics
-from unified.training import TrainConfig, Trainer, lr_factor, train
+from unified.train.resume import first_nonfinite
+from unified.train.runlock import LOCK_NAME
+from unified.train.runlog import read_metrics
+from unified.train.config import TrainConfig, lr_factor
+from unified.train.trainer import Trainer, train
 
 P = ["--model_size", "pico", "--log_every", "1", "--batch_size", "2", "--seq_len", "64", "--eval_samples", "1",
      "--lang_dataset", "none", "--alg_tasks", "parity"]

@@ -11,7 +11,7 @@ import torch
 
 from cli_helpers import run_cli
 from conftest import tiny_model
-from unified.checkpoint import save_checkpoint
+from unified.train.checkpoint import save_checkpoint
 from unified.models.decoding import DecodeSettings, generate
 from unified.errors import ConfigError, UnknownNameError
 from unified.models import variant_names

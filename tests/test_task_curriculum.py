@@ -11,7 +11,7 @@ import torch
 
 from unified.data.batches import Curriculum, CurriculumConfig
 from unified.errors import CheckpointError, ConfigError
-from unified.runlog import read_metrics
+from unified.train.runlog import read_metrics
 from unified.data.task_curriculum import (DEPENDENCIES, TaskCurriculum, TaskCurriculumConfig, competence_scores,
                                           stratified_heldout)
 from unified.data.batches import prompt_split
@@ -144,7 +144,7 @@ def _fake_scores(monkeypatch) -> None:
         return [{"task": e.meta["task"], "difficulty": e.meta["difficulty"], "correct": 1.0, "token_accuracy": 1.0,
                  "prediction": e.answer, "steps": None} for e in examples]
 
-    monkeypatch.setattr("unified.training.score_examples", score)
+    monkeypatch.setattr("unified.train.validation.score_examples", score)
 
 
 class _Interrupted(Exception):
@@ -152,7 +152,8 @@ class _Interrupted(Exception):
 
 
 def test_training_logs_decisions_plots_and_resumes_onto_the_same_curve(tmp_path, monkeypatch) -> None:
-    from unified.training import TrainConfig, Trainer
+    from unified.train.config import TrainConfig
+    from unified.train.trainer import Trainer
 
     class KilledAtStep6(Trainer):
         def checkpoint_and_validate(self, metrics_path):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from unified.errors import ConfigError, UnknownNameError
-from unified.runlog import read_metrics
-from unified.tracking import WANDB_ID_FILE, Tracker, check_report_to, open_tracker, scalars
+from unified.train.runlog import read_metrics
+from unified.train.tracking import WANDB_ID_FILE, Tracker, check_report_to, open_tracker, scalars
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -103,7 +103,8 @@ def test_wandb_is_offline_unless_logged_in_and_keeps_one_run_per_folder(tmp_path
 
 
 def test_training_with_tensorboard_logs_exactly_the_metrics_jsonl_numbers(tmp_path: Path) -> None:
-    from unified.training import TrainConfig, train
+    from unified.train.config import TrainConfig
+    from unified.train.trainer import train
 
     out = tmp_path / "run"
     cfg = TrainConfig(model_size="pico", max_steps=8, eval_every=4, log_every=2, batch_size=2, seq_len=32,

@@ -1,35 +1,20 @@
-"""What every CLI shares: one-line errors with exit status 2 (`run_cli`, `ArgumentParser`),
-`KEY=VALUE` overrides and the writable-output check. Only the CLI scripts (train.py, eval_hub.py,
-compare.py, ladder.py, sample.py, bench/*.py and the `__main__` modules) import this module;
-failing fast when offline is `unified.text.textcache.set_offline_if_unreachable`.
+"""What every CLI shares: one-line errors with exit status 2 (`run_cli`, `ArgumentParser`) and
+`KEY=VALUE` overrides. Only the CLI scripts (train.py, eval_hub.py, compare.py, ladder.py,
+sample.py, bench/*.py and the packages' `__main__` modules) import this module; the library never
+does (tests/test_layering.py). Failing fast when offline is
+`unified.text.textcache.set_offline_if_unreachable`; the writable-output check is
+`unified.train.checkpoint.ensure_writable_dir`.
 """
 from __future__ import annotations
 
 import argparse
 import errno
-import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Callable
 
-from unified.errors import ConfigError, UnifiedError
-
-
-def ensure_writable_dir(path: str | Path, what: str = "output dir") -> Path:
-    """Create `path` if needed and prove it accepts a file, before any long work is done; a path
-    that cannot be written (under a regular file, read-only, no permission) is a ConfigError.
-    (Permission bits do not stop root, so tests use a path below a regular file.)"""
-    path = Path(path)
-    probe = path / f".write_test.{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not writable ({exc.strerror or type(exc).__name__})") from None
-    return path
+from unified.errors import UnifiedError
 
 
 class Terminated(BaseException):

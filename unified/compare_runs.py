@@ -20,7 +20,7 @@ import unified
 from unified.errors import DataError
 from unified.evals.results import GRID_VERSION, parse_results_name
 from unified.lm_eval_results import lm_eval_metrics
-from unified.runlog import read_metrics
+from unified.train.runlog import read_metrics
 
 SUITE_NAMES = ("algorithmic", "needle", "perplexity")
 SET_ASIDE = ".incomplete"  # ladder.py renames runs that stopped before a checkpoint to seed<k>.incomplete[N]

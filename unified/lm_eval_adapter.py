@@ -39,7 +39,7 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-from unified.checkpoint import file_sha256
+from unified.train.checkpoint import file_sha256
 from unified.cli import run_cli
 from unified.models.decoding import DecodeSettings
 from unified.errors import CheckpointError, ConfigError

@@ -15,7 +15,7 @@ each task keeps its own difficulty level, moved by its competence:
 Validation prompts for competence are spread evenly over each train range (`stratified_heldout`).
 Batches stay a deterministic function of (seed, step, curriculum state): the state changes only at
 validations, is saved in checkpoints as a plain dict and restored on resume. Every decision is
-returned as a record for metrics.jsonl (kind "curriculum") and drawn by `unified.plots.plot_curriculum`.
+returned as a record for metrics.jsonl (kind "curriculum") and drawn by `unified.train.plots.plot_curriculum`.
 """
 from __future__ import annotations
 

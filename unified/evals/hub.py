@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from unified.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+from unified.train.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
 from unified.errors import CheckpointError, ConfigError, UnknownNameError
 from unified.evals.algorithmic import DEFAULT_LIMIT, AlgorithmicSettings, run_algorithmic
 from unified.evals.needle import NeedleSettings, run_needle

@@ -11,6 +11,9 @@ previous checkpoint or the new one, never a truncated file. A kill can leave an 
 `.<name>.*.tmp` file, which `remove_stale_temps` deletes when the run resumes. A write that fails
 (full disk, read-only file system) is a one-line `WriteError`; the old file stays.
 
+`ensure_writable_dir` proves an output folder accepts a file before any long work starts (every
+CLI and the trainer call it first).
+
 `load_checkpoint` checks the format fields and builds the declared model on the meta device to
 compare its tensor shapes with the stored ones before anything is allocated, so a crafted file
 fails with one line naming the field or tensor (and, with `weights_only=True`, runs no code).
@@ -25,7 +28,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from unified.errors import CheckpointError, UnifiedError, WriteError
+from unified.errors import CheckpointError, ConfigError, UnifiedError, WriteError
 from unified.models import LanguageModel, model_from_description
 
 FORMAT = "unified-checkpoint-v1"
@@ -84,6 +87,21 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file (config.json, summary.json ...) with the same all-or-nothing guarantee."""
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def ensure_writable_dir(path: str | Path, what: str = "output dir") -> Path:
+    """Create `path` if needed and prove it accepts a file, before any long work is done; a path
+    that cannot be written (under a regular file, read-only, no permission) is a ConfigError.
+    (Permission bits do not stop root, so tests use a path below a regular file.)"""
+    path = Path(path)
+    probe = path / f".write_test.{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not writable ({exc.strerror or type(exc).__name__})") from None
+    return path
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:

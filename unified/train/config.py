@@ -1,6 +1,6 @@
 """Training options: `TrainConfig` (every train.py option, checked for range, finiteness and
 type when parsed, stored resolved in config.json), the learning-rate schedule `lr_factor`, and
-`resolve_output_dir` (where a run goes). The loop itself is `unified.training`."""
+`resolve_output_dir` (where a run goes). The loop itself is `unified.train.trainer`."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ from unified.devices import check_device
 from unified.errors import ConfigError, require
 from unified.models.optioncheck import check_number, coerce_overrides
 from unified.data.task_curriculum import TaskCurriculumConfig
-from unified.tracking import check_report_to
+from unified.train.tracking import check_report_to
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -63,7 +63,7 @@ class TrainConfig:
     resume: bool = False
     model_overrides: dict[str, Any] = field(default_factory=dict)
     debug_nan_step: int | None = None  # testing aid: make the loss NaN at this step
-    report_to: str = "none"  # none | tensorboard | wandb: metrics.jsonl's records also go there (unified.tracking)
+    report_to: str = "none"  # none | tensorboard | wandb: metrics.jsonl's records also go there (unified.train.tracking)
 
     def validate(self, world_size: int = 1) -> None:
         """Reject impossible values with one clear message each, before any data is loaded: every

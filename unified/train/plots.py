@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from unified.runlog import read_metrics  # noqa: E402
+from unified.train.runlog import read_metrics
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:

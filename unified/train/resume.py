@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from unified.checkpoint import (atomic_write_text, check_fields, check_state_dict, load_checkpoint, remove_stale_temps,
-                                rng_state, save_checkpoint, set_rng_state)
+from unified.train.checkpoint import (atomic_write_text, check_fields, check_state_dict, load_checkpoint,
+                                      remove_stale_temps, rng_state, save_checkpoint, set_rng_state)
 from unified.errors import CheckpointError, ConfigError, TrainingError
 from unified.models.optioncheck import conforms
-from unified.runlog import append_metrics
+from unified.train.runlog import append_metrics
 
 MUTABLE = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "max_steps", "weight_decay", "grad_clip",
            "eval_every", "log_every", "report_to", "dtype")

@@ -1,5 +1,6 @@
-"""The training loop. `train.py` only parses arguments into a `TrainConfig` (unified.train_config,
-re-exported here) and calls `train`.
+"""The training loop. `train.py` only parses arguments into a `TrainConfig` (`unified.train.config`)
+and calls `train`; validation and checkpoint steps are `unified.train.validation.Validating`,
+saving and resuming `unified.train.resume.Checkpointing`.
 
 Outputs (DESIGN contract 5) in `output_dir`: config.json, metrics.jsonl, summary.json, loss.png,
 accuracy.png, best_model.pt (lowest validation loss on held-out data disjoint from the eval
@@ -25,32 +26,30 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from unified.checkpoint import atomic_write_text, rng_state, unwrap
-from unified.cli import ensure_writable_dir
-from unified.text.corpus import load_language
-from unified.data.batches import Curriculum, CurriculumConfig, heldout_examples
-from unified.distributed import (World, all_gather_object, all_reduce_sum, broadcast_object, init_from_env,
-                                 rank_zero_first, shutdown, supervised_count)
-from unified.errors import TrainingError, UnifiedError, require
-from unified.data.scoring import score_examples, summarize
-from unified.models import create_model, resolve_variant
-from unified.ops.precision import set_matmul_precision
-from unified.plots import plot_curriculum, plot_run
-from unified.resume import Checkpointing, ResumeState
-from unified.runlog import append_metrics, read_metrics
-from unified.runlock import RunLock
-from unified.data.task_curriculum import TaskCurriculum, competence_scores, stratified_heldout
+from unified.data.batches import Curriculum, CurriculumConfig
+from unified.data.task_curriculum import TaskCurriculum, stratified_heldout
 from unified.data.tasks import resolve_tasks
-from unified.tracking import Tracker, open_tracker
-from unified.text.tokenizer import load_tokenizer
-from unified.train_config import DTYPES, TrainConfig, lr_factor, resolve_output_dir  # noqa: F401 (re-exported)
-from unified.validation import language_validation
+from unified.errors import TrainingError, require
+from unified.models import create_model, resolve_variant
 from unified.models.ssm import kernel_backends
+from unified.ops.precision import set_matmul_precision
+from unified.text.corpus import load_language
+from unified.text.tokenizer import load_tokenizer
+from unified.train.checkpoint import atomic_write_text, ensure_writable_dir, unwrap
+from unified.train.config import DTYPES, TrainConfig, lr_factor, resolve_output_dir
+from unified.train.distributed import (World, all_reduce_sum, broadcast_object, init_from_env, rank_zero_first,
+                                       shutdown, supervised_count)
+from unified.train.resume import Checkpointing, ResumeState
+from unified.train.runlock import RunLock
+from unified.train.runlog import append_metrics, read_metrics
+from unified.train.tracking import Tracker, open_tracker
+from unified.train.validation import Validating
 
-class Trainer(Checkpointing):
+
+class Trainer(Checkpointing, Validating):
     """One training run; `run()` returns the summary dict. `given` names the options the user
     set explicitly (None: those differing from the defaults); on --resume the others take the
-    stored run's values (unified.resume). Rank 0 holds the run folder's `lock` (RunLock)."""
+    stored run's values (unified.train.resume). Rank 0 holds the run folder's `lock` (RunLock)."""
 
     def __init__(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1, given: set[str] | None = None,
                  lock: RunLock | None = None):
@@ -148,43 +147,6 @@ class Trainer(Checkpointing):
     def rows_for(self, micro: int) -> range:
         start = (micro * self.world + self.rank) * self.cfg.batch_size
         return range(start, start + self.cfg.batch_size)
-
-    @torch.no_grad()
-    def validate(self) -> dict[str, Any]:
-        """Validation metrics. Every loss here is cross-entropy only: `val_loss` (per supervised
-        token of the fixed held-out batches; selects best_model.pt) and the language metrics of
-        `language_validation`; a variant's auxiliary loss (ACT's ponder cost) is logged beside
-        them as `val_aux_loss` and never added. Then exact match on held-out val prompts."""
-        self.model.eval()
-        ce_sum, n_tok, aux_sum, n_rows = 0.0, 0, 0.0, 0  # per-token loss: independent of the batching
-        has_aux = False
-        for x, y in self.val_batches:
-            with self.autocast():
-                out = self.model(x.to(self.device), targets=y.to(self.device))
-            ce_sum += float(out.token_ce.sum())
-            n_tok += supervised_count(y)
-            if out.aux_loss is not None:
-                has_aux = True
-                aux_sum += float(out.aux_loss) * len(x)
-            n_rows += len(x)
-        rec: dict[str, Any] = {"kind": "val", "step": self.step, "tokens": self.step * self.tokens_per_step,
-                               "val_loss": ce_sum / max(n_tok, 1)}
-        if has_aux:
-            rec["val_aux_loss"] = aux_sum / max(n_rows, 1)
-        if self.corpus is not None:  # cross-entropy on held-out text, with its stderr (unified.validation)
-            # never more held-out tokens than the run trains between two validations (tiny runs stay cheap)
-            cap = min(self.cfg.val_lang_tokens, self.cfg.eval_every * self.tokens_per_step)
-            rec.update(language_validation(self.model, self.corpus.val, self.cfg.seq_len, self.cfg.batch_size,
-                                           cap, self.corpus.bytes_per_token, self.device, self.autocast))
-        rows_all = []
-        for task in self.tasks:
-            rows = score_examples(self.model, self.tokenizer, self.val_examples[task.name])
-            rec[f"val_em/{task.name}"] = summarize(rows)["exact_match"]
-            self.val_rows[task.name] = rows
-            rows_all += rows
-        rec["val_exact_match"] = summarize(rows_all)["exact_match"]
-        self.model.train()
-        return rec
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -314,63 +276,6 @@ class Trainer(Checkpointing):
         if self.is_main:
             tqdm.write(f"warning: step {self.step}: ACT halting collapsed to min_K at every position "
                        f"(R = 1, the halting unit gets no gradient; `halting_collapsed` in metrics.jsonl)")
-
-    def checkpoint_and_validate(self, metrics_path: Path) -> None:
-        """Validate and checkpoint on rank 0; non-finite weights or validation losses write
-        nothing and stop the run, a failed write too, on every rank with the same one line."""
-        self.rank_rngs = all_gather_object(rng_state(self.device), self.world)  # every rank takes part
-        failure: BaseException | None = None
-        if self.is_main:
-            try:
-                self.validate_and_save(metrics_path)
-            except (UnifiedError, OSError) as exc:
-                failure = exc
-        message = broadcast_object(None if failure is None else str(failure), self.world)
-        if failure is not None:
-            raise failure
-        if message is not None:
-            raise TrainingError(message)
-
-    def validate_and_save(self, metrics_path: Path) -> None:
-        """Rank 0's part of `checkpoint_and_validate`: validation record, curriculum update,
-        best_model.pt and last.pt, plots; only finite weights and losses are ever written."""
-        self.check_weights_finite()
-        rec = self.validate()
-        for key in ("val_loss", "val_lang_loss"):
-            if key in rec and not math.isfinite(rec[key]):
-                raise TrainingError(f"non-finite validation loss ({key} {rec[key]}) at step {self.step}; training "
-                                    f"stopped, {self.kept_checkpoint()}")
-        append_metrics(metrics_path, rec)
-        self.tracker.log(rec)
-        if self.task_curriculum is not None:
-            self.update_curriculum(metrics_path, rec)
-        if rec["val_loss"] < self.best_val:
-            self.best_val, self.best_step = rec["val_loss"], self.step
-            self.save("best_model.pt")
-        self.save("last.pt")
-        self.last_saved_step = self.step
-        plot_run(self.out)
-        if self.task_curriculum is not None:
-            plot_curriculum(self.out)
-
-    def update_curriculum(self, metrics_path: Path, rec: dict[str, Any]) -> None:
-        """Feed this validation's per-task exact match (at difficulty <= each task's level) to the
-        task curriculum; log its decisions and a snapshot of its state (kind "curriculum")."""
-        tc = self.task_curriculum
-        head = {"kind": "curriculum", "step": self.step, "tokens": rec["tokens"], "strategy": tc.cfg.strategy}
-        for decision in tc.update(self.step, competence_scores(self.val_rows, tc)):
-            append_metrics(metrics_path, {**head, **decision})
-            self.tracker.log({**head, **decision})
-        append_metrics(metrics_path, {**head, "action": "state", **tc.snapshot()})
-        self.tracker.log({**head, "action": "state", **tc.snapshot()})
-
-    def sync_curriculum(self) -> None:
-        """Under DDP, give every rank rank 0's curriculum state (only rank 0 validates)."""
-        if self.task_curriculum is None or self.world == 1:
-            return
-        state = broadcast_object(self.task_curriculum.state_dict() if self.is_main else None, self.world)
-        if not self.is_main:
-            self.task_curriculum.load_state_dict(state)
 
     def language_info(self) -> dict[str, Any] | None:
         """What language data was used (for config.json)."""
