@@ -1,6 +1,6 @@
 """Generate text from a checkpoint: python sample.py --checkpoint runs/micro_baseline/best_model.pt --prompt "Once upon a time"
 
-Thin wrapper over `unified.sample_text`: tokens are printed as they are decoded, through the
+Thin wrapper over `unified.evals.sample_text`: tokens are printed as they are decoded, through the
 variant's cache. Greedy by default (--temperature 0); with --temperature > 0 sampling is seeded
 (--seed), so the same command prints the same text. --interactive reads one prompt per line.
 """
@@ -17,7 +17,7 @@ from unified.models.decoding import DecodeSettings
 from unified.devices import check_device
 from unified.errors import ConfigError, DataError
 from unified.evals.hub import load_for_eval, newest_checkpoint
-from unified.sample_text import PREFIXES, encode_prompt, make_generator, stream_sample, validate_settings
+from unified.evals.sample_text import PREFIXES, encode_prompt, make_generator, stream_sample, validate_settings
 
 
 def build_parser() -> ArgumentParser:

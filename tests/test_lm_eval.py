@@ -18,14 +18,14 @@ from conftest import tiny_model
 from unified.train.checkpoint import save_checkpoint
 from unified.models.decoding import DecodeSettings, generate
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
-from unified.lm_eval_results import lm_eval_metrics
+from unified.evals.lm_eval.results import lm_eval_metrics
 from unified.models import variant_names
 from unified.text.tokenizer import ByteTokenizer
 
 pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from unified.lm_eval_adapter import UnifiedLM, default_output_path  # noqa: E402
+from unified.evals.lm_eval.adapter import UnifiedLM, default_output_path
 
 DOC = "Once upon a time there was a girl named Lily. She liked the park."  # 65 bytes + BOS < one window
 LONG = " ".join(["The little dog ran to the big red house and sat down."] * 5)  # several windows of 64
@@ -110,10 +110,10 @@ TASKS = {
 
 
 def _adapter_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m unified.lm_eval_adapter ...` as a user runs it: offline, one thread."""
+    """`python -m unified.evals.lm_eval ...` as a user runs it: offline, one thread."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(cwd / "hf_datasets")}
-    return subprocess.run([sys.executable, "-m", "unified.lm_eval_adapter", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "unified.evals.lm_eval", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -1,4 +1,4 @@
-"""sample.py and unified.sample_text: streaming through every variant's cache, deterministic greedy
+"""sample.py and unified.evals.sample_text: streaming through every variant's cache, deterministic greedy
 and seeded sampling, stop strings, prompts with the right conditioning token, one-line errors."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from unified.train.checkpoint import save_checkpoint
 from unified.models.decoding import DecodeSettings, generate
 from unified.errors import ConfigError, UnknownNameError
 from unified.models import variant_names
-from unified.sample_text import (TextStreamer, encode_prompt, generate_until, is_algorithmic_prompt, stream_sample,
-                                 validate_settings)
+from unified.evals.sample_text import (TextStreamer, encode_prompt, generate_until, is_algorithmic_prompt,
+                                       stream_sample, validate_settings)
 from unified.text.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import unified
 from unified.errors import DataError
 from unified.evals.results import GRID_VERSION, parse_results_name
-from unified.lm_eval_results import lm_eval_metrics
+from unified.evals.lm_eval.results import lm_eval_metrics
 from unified.train.runlog import read_metrics
 
 SUITE_NAMES = ("algorithmic", "needle", "perplexity")
@@ -182,7 +182,7 @@ def load_runs(path: str | Path) -> list[Run]:
         notes.append("no metrics.jsonl records")
     best = obj(summary).get("best_step")
     results, metas = _read_results(path, "", best, notes)
-    if lm_eval := lm_eval_metrics(path, best, notes):  # RUN/lm_eval/results_*.json (unified.lm_eval_adapter)
+    if lm_eval := lm_eval_metrics(path, best, notes):  # RUN/lm_eval/results_*.json (unified.evals.lm_eval.adapter)
         results["lm_eval"] = lm_eval
     meta = next(iter(metas.values()), {})
     cfg, summ = obj(config), obj(summary)
@@ -243,7 +243,7 @@ def run_metrics(run: Run) -> dict[str, float]:
     of a cell); mean_steps, mean_steps_answer, needle_acc,
     needle_acc/<length>, needle/<length>/<depth>, bits_per_byte, token_perplexity,
     word_perplexity, val_lang_bpb, lm_eval/<task>/<metric> (lm-eval's results, see
-    `unified.lm_eval_results`)."""
+    `unified.evals.lm_eval.results`)."""
     s, out = obj(run.summary), {}
     model = obj(obj(run.config).get("model"))
     for key in ("params", "trainable_params", "frozen_params"):
@@ -285,5 +285,5 @@ def run_metrics(run: Run) -> dict[str, float]:
         out["bits_per_byte"] = _num(ppl.get("bits_per_byte"))
         out["token_perplexity"] = _num(ppl.get("token_perplexity", ppl.get("perplexity")))
         out["word_perplexity"] = _num(ppl.get("word_perplexity"))
-    out.update(obj(run.results.get("lm_eval")))  # lm_eval/<task>/<metric> (unified.lm_eval_results)
+    out.update(obj(run.results.get("lm_eval")))  # lm_eval/<task>/<metric> (unified.evals.lm_eval.results)
     return {k: v for k, v in out.items() if v is not None}

@@ -122,7 +122,7 @@ def breakdown_tables(comp: Comparison) -> dict[str, Any]:
             out[title] = pd.DataFrame({g.name: [_cell(g, m) for _, m in cells] for g in comp.groups},
                                       index=pd.Index([c for c, _ in cells], name=index))
     lm_eval = sorted({m for g in comp.groups for m in g.metric_names() if m.startswith("lm_eval/")})
-    if lm_eval:  # lm-evaluation-harness results (RUN/lm_eval/, unified.lm_eval_adapter), as lm-eval reports them
+    if lm_eval:  # lm-evaluation-harness results (RUN/lm_eval/, unified.evals.lm_eval.adapter), as lm-eval reports them
         out["lm-eval metrics"] = pd.DataFrame({g.name: [fmt(g.estimate(m), "float", len(g.runs)) for m in lm_eval]
                                                for g in comp.groups},
                                               index=pd.Index([m.split("/", 1)[1] for m in lm_eval], name="task/metric"))

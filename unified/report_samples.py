@@ -52,7 +52,7 @@ def group_samples(groups: Sequence[Any], prompts: Sequence[tuple[str, int]] | No
     a progress bar, `unified.progress`)."""
     from unified.models.decoding import DecodeSettings
     from unified.evals.hub import load_for_eval
-    from unified.sample_text import encode_prompt, stream_sample
+    from unified.evals.sample_text import encode_prompt, stream_sample
 
     prompts = list(prompts or report_prompts())
     rows = []

@@ -1,6 +1,6 @@
 """Reading lm-evaluation-harness results files of a run folder (no lm-eval import needed).
 
-`python -m unified.lm_eval_adapter` writes RUN/lm_eval/results_<date>.json by default; any
+`python -m unified.evals.lm_eval` writes RUN/lm_eval/results_<date>.json by default; any
 lm-eval results file under RUN/lm_eval/ (searched recursively) is read. Every numeric metric of
 every task becomes `lm_eval/<task>/<metric>` (`<metric>[<filter>]` for a filter other than
 "none"; standard errors are left out: compare.py's intervals are over seeds). When several files

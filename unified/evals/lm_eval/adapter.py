@@ -1,6 +1,6 @@
 """EleutherAI lm-evaluation-harness (0.4) adapter: every variant as lm-eval model `unified`.
 
-    python -m unified.lm_eval_adapter --model_args checkpoint=RUN/best_model.pt --tasks lambada_openai
+    python -m unified.evals.lm_eval --model_args checkpoint=RUN/best_model.pt --tasks lambada_openai
 
 runs lm-eval's own CLI (any of its options: --tasks, --include_path, --num_fewshot, --limit,
 --batch_size, --device, --log_samples ...) with this model registered; `--model unified` is
@@ -8,8 +8,9 @@ implied and `--output_path` defaults to RUN/lm_eval/results.json (lm-eval writes
 RUN/lm_eval/results_<date>.json), where compare.py finds the results.
 lm-eval 0.4 discovers models only through its registry, which an external package fills by
 being imported (it has no plugin entry point), so the plain `lm_eval --model unified` console
-script cannot see this class; the module above is that CLI with the registration done. From
-Python: `import unified.lm_eval_adapter` and then `lm_eval.simple_evaluate(model="unified", ...)`.
+script cannot see this class; `python -m unified.evals.lm_eval` (`__main__.py`) is that CLI with the
+registration done. From
+Python: `import unified.evals.lm_eval.adapter` and then `lm_eval.simple_evaluate(model="unified", ...)`.
 
 model_args: checkpoint (required), prefix (eos | bos: the token every text is conditioned on;
 default eos, the token training puts before every language document: after BOS, where training
@@ -22,7 +23,7 @@ evaluation-time model option (e.g. K=8, n_loops=8).
   sits after every scored position and each variant is causal (tests/test_properties.py).
 - loglikelihood_rolling: lm-eval's own rolling windows (`get_rolling_token_windows` with one
   token of context, `make_disjoint_window`), every window of every request batched together.
-- generate_until: decoding through each variant's cache (`unified.sample_text.generate_until`),
+- generate_until: decoding through each variant's cache (`unified.evals.sample_text.generate_until`),
   prompts of equal length batched, until a stop string, EOS or max_gen_toks.
 """
 from __future__ import annotations
@@ -39,13 +40,14 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-from unified.train.checkpoint import file_sha256
-from unified.cli import run_cli
+from unified.devices import check_device
+from unified.errors import ConfigError
+from unified.evals.hub import load_for_eval
+from unified.evals.sample_text import generate_until as generate_text_until
+from unified.evals.sample_text import validate_settings
 from unified.models.decoding import DecodeSettings
-from unified.errors import CheckpointError, ConfigError
 from unified.progress import progress
-from unified.sample_text import generate_until as generate_text_until
-from unified.sample_text import validate_settings
+from unified.train.checkpoint import file_sha256
 
 DEFAULT_BATCH = 16
 
@@ -64,8 +66,6 @@ def _batch_size(value: Any) -> int:
 def _device(name: str | None) -> str:
     """The device to run on: lm-eval's CLI passes cuda:0 by default, which falls back to the CPU
     (with a note) when this machine has no CUDA, as lm-eval's own HF model does."""
-    from unified.devices import check_device
-
     if not name:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if str(name).startswith("cuda") and not torch.cuda.is_available():
@@ -85,8 +85,6 @@ class UnifiedLM(TemplateLM):
                  max_gen_toks: int = 256, seed: int = 0, threads: int | None = None, tokenizer: str | None = None,
                  **overrides: Any) -> None:
         super().__init__()
-        from unified.evals.hub import load_for_eval
-
         if prefix not in ("bos", "eos"):
             raise ConfigError(f"model_args prefix must be bos or eos, got {prefix!r}")
         if threads:
@@ -243,37 +241,3 @@ def default_output_path(argv: Sequence[str]) -> str | None:
     writes RUN/lm_eval/results_<date>.json."""
     ckpt = model_args_of(argv).get("checkpoint")
     return str(Path(str(ckpt)).parent / "lm_eval" / "results.json") if ckpt else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """lm-eval's CLI with model `unified` registered, `--model unified` implied and the results
-    written to RUN/lm_eval/results_<date>.json unless --output_path is given."""
-    from lm_eval.__main__ import cli_evaluate
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    flags = {a.split("=", 1)[0] for a in args}
-    if args and args[0] in ("ls", "validate"):  # lm-eval's other subcommands pass through
-        sys.argv = ["lm_eval", *args]
-        cli_evaluate()
-        return 0
-    if args and args[0] == "run":
-        args = args[1:]
-    if "--model" not in flags:
-        args = ["--model", "unified", *args]
-    model = next((v for a, v in zip(args, args[1:] + [""]) if a == "--model"),
-                 next((a.split("=", 1)[1] for a in args if a.startswith("--model=")), ""))
-    if model == "unified":  # fail before lm-eval loads its tasks
-        ckpt = model_args_of(args).get("checkpoint")
-        if not ckpt:
-            raise ConfigError("--model_args needs checkpoint=RUN/best_model.pt (a unified checkpoint)")
-        if not Path(str(ckpt)).is_file():
-            raise CheckpointError(f"checkpoint {str(ckpt)!r} does not exist")
-    if "--output_path" not in flags and "-o" not in flags and default_output_path(args):
-        args += ["--output_path", default_output_path(args)]
-    sys.argv = ["lm_eval", "run", *args]
-    cli_evaluate()
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)
