@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{sum(p.action == a for p in plan)} to {a}" for a in ("train", "resume", "restart", "skip")
                       if any(p.action == a for p in plan)), flush=True)
     failed: list[str] = []
-    selection = []
+    selection, trained = [], []
     if grid:  # train everything, select on validation only, then evaluate the selected runs
         for p in plan:
             execute(p, size, train_args, [], suite_arg, eval_args, failed)
@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                                metric) for r in rows]
         chosen = {c.row: c.chosen for c in selection}
         print(selection_markdown(selection))
+        trained = [p.out for p in plan]
         plan = [p for p in plan if p.lr == chosen[p.row]]
         for p in plan:
             p.action = plan_run(p.out)
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         groups = groups_for(preset, {r.name: [p.out for p in plan if p.row == r.name] for r in rows}, size)
         command = "python ladder.py " + shlex.join(argv)
         md, verdict = write_reproduction(preset, groups, size_dir, size=size, command=command,
-                                         elapsed_s=time.time() - t_start, selection=selection, failed=failed)
+                                         elapsed_s=time.time() - t_start, selection=selection, failed=failed,
+                                         trained=trained)
         print(f"{preset.name}: {verdict}; report in {md} (+ reproduction.png, reproduction.json)")
     if failed:
         print(f"failed: {'; '.join(failed)} (re-run the same command to retry)", file=sys.stderr)

@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from unified.compare import (BOTH_AT_CHANCE, INDICATIVE_MET, INDICATIVE_NOT, MET, NA, NOT_MET, NOT_SHOWN, TOL,
-                             Z_975, Criterion, Group, Run, companion, is_run_dir, judge, load_runs, run_metrics)
+from unified.compare.verdicts import (BOTH_AT_CHANCE, INDICATIVE_MET, INDICATIVE_NOT, MET, NA, NOT_MET, NOT_SHOWN, TOL,
+                                      Criterion, Group, judge)
+from unified.compare.stats import Z_975
+from unified.compare.runs import Run, companion, is_run_dir, load_runs, run_metrics
 from unified.presets import Preset, PresetCriterion, Row
 
 REPRODUCED, NOT_REPRODUCED, INDICATIVE = "reproduced", "not reproduced", "single seed: indicative only"
@@ -291,11 +293,16 @@ def report_cells(preset: Preset, groups: dict[str, Group]) -> list[str]:
     return sorted(dict.fromkeys(out), key=lambda m: (not m.startswith("iid"), _cell_order(m)))
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def write_reproduction(preset: Preset, groups: dict[str, Group], out_dir: str | Path, *, size: str,
                        command: str, elapsed_s: float | None = None, selection: Sequence[Any] = (),
-                       failed: Sequence[str] = ()) -> tuple[Path, str]:
+                       failed: Sequence[str] = (), trained: Sequence[Path] = ()) -> tuple[Path, str]:
     """Write reproduction.md, reproduction.png and reproduction.json into `out_dir`; returns the
-    path of reproduction.md and the verdict."""
+    path of reproduction.md and the verdict. `trained`: every run folder the ladder trained (with
+    an lr grid, the rates not selected too), for the training time; default the rows' runs."""
     from unified.reproduction_figure import draw_figure
     from unified.tuning import selection_markdown
 
@@ -304,6 +311,9 @@ def write_reproduction(preset: Preset, groups: dict[str, Group], out_dir: str | 
     outcomes = evaluate(preset, groups)
     verdict = overall(outcomes)
     train_s = sum(v for g in groups.values() for v in g.values("wall_time_s"))
+    if trained:
+        summaries = [Path(d) / "summary.json" for d in trained]
+        train_s = sum(float(json.loads(f.read_text()).get("wall_time_s") or 0) for f in summaries if f.is_file())
     eval_s = sum(float(m.get("wall_time_s") or 0) for g in groups.values() for r in g.runs for m in r.meta.values())
     seeds = sorted({s for g in groups.values() for s in g.seeds if s is not None})
     lines = [f"# Reproduction: {preset.title}", "",
@@ -311,7 +321,8 @@ def write_reproduction(preset: Preset, groups: dict[str, Group], out_dir: str | 
              f"**Published**: {preset.claim}", "",
              f"**Command**: `{command}`  ", f"**Scale**: {size}; seeds {', '.join(map(str, seeds)) or '-'}  ",
              f"**Machine**: {machine_text()}  ",
-             f"**Time**: training {train_s / 60:.1f} min + evaluation {eval_s / 60:.1f} min (sum over runs)"
+             f"**Time**: training {_duration(train_s)} + evaluation {_duration(eval_s)} (sum over "
+             f"{len(trained) or sum(len(g.runs) for g in groups.values())} trained runs)"
              + (f"; this ladder call {elapsed_s / 60:.1f} min" if elapsed_s is not None else ""), "",
              f"## Verdict: {verdict}", ""]
     if preset.note:
