@@ -1,6 +1,6 @@
 """Compare runs: python compare.py runs/micro [--baseline runs/micro/baseline] [--out DIR]
 
-Thin wrapper over `unified.compare` (reading, grouping, CIs, verdicts) and `unified.report`
+Thin wrapper over `unified.compare` (reading, grouping, CIs, verdicts) and `unified.compare.report`
 (figures, comparison.md / .csv, report.html). Each RUN_DIR is a run folder or a folder holding
 run folders (searched recursively).
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from unified.cli import ArgumentParser, run_cli
 from unified.train.checkpoint import ensure_writable_dir
-from unified.compare import compare
+from unified.compare.comparison import compare
 from unified.progress import set_quiet
 
 
@@ -32,7 +32,7 @@ def build_parser() -> ArgumentParser:
 
 def default_out(run_paths: list[Path]) -> Path:
     """<the runs' common folder>/comparison (for a single run, beside it: its parent folder)."""
-    from unified.compare import is_run_dir
+    from unified.compare.runs import is_run_dir
 
     common = Path(os.path.commonpath([str(p.resolve()) for p in run_paths]))
     return (common.parent if is_run_dir(common) else common) / "comparison"
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
     comp = compare(args.run_dirs, baseline=args.baseline)
-    from unified.report import write_report
+    from unified.compare.report import write_report
 
     out = Path(args.out) if args.out else default_out([r.path for r in comp.runs])
     ensure_writable_dir(out, "--out")

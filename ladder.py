@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unified.cli import ArgumentParser, Terminated, run_cli
-from unified.compare import SET_ASIDE
+from unified.compare.runs import SET_ASIDE
 from unified.models.config import SCALES
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.hub import resolve_suite
@@ -335,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, p in enumerate(plan, 1):  # children draw their own bars; the ladder says where it is
         print(f"[{k}/{len(plan)}] {p.name}: {p.action}", flush=True)
         execute(p, size, train_args, suites, suite_arg, eval_args, failed)
-    from unified.compare import compare, is_run_dir
-    from unified.report import write_report
+    from unified.compare.comparison import compare
+    from unified.compare.runs import is_run_dir
+    from unified.compare.report import write_report
 
     done = [p.out for p in plan if is_run_dir(p.out)]
     out = size_dir / "comparison"

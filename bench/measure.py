@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from unified.ops.precision import FP32_LEVEL_TOL, small_matmul_precision
+from unified.ops.precision import FP32_LEVEL_TOL, small_matmul_precision  # noqa: E402
 
 # Bench rows: name -> (registered variant, overrides). Every registered variant is a row under its
 # own name; reservoir's two modes are separate rows (tanh is sequential, linear parallel in time).

@@ -18,7 +18,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from unified.models import create_model
+from unified.models import create_model  # noqa: E402
 
 ROWS = {"tanh": ("reservoir", dict(reservoir_mode="tanh")),
         "tanh_leaky": ("reservoir", dict(reservoir_mode="tanh", leak_rate=0.5)),

@@ -11,8 +11,9 @@ import pytest
 
 from cli_helpers import run_cli
 from test_compare import fake_run
-from unified.compare import BOTH_AT_CHANCE, MET, compare
-from unified.report import main_table, write_report
+from unified.compare.verdicts import BOTH_AT_CHANCE, MET
+from unified.compare.comparison import compare
+from unified.compare.report import main_table, write_report
 
 
 def _status(comp, label: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "bench"))
 from gpu_report import markdown, verdicts  # noqa: E402
 
-from unified.models import variant_names
+from unified.models import variant_names  # noqa: E402
 
 
 def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

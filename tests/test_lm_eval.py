@@ -25,7 +25,7 @@ from unified.text.tokenizer import ByteTokenizer
 pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from unified.evals.lm_eval.adapter import UnifiedLM, default_output_path
+from unified.evals.lm_eval.adapter import UnifiedLM, default_output_path  # noqa: E402
 
 DOC = "Once upon a time there was a girl named Lily. She liked the park."  # 65 bytes + BOS < one window
 LONG = " ".join(["The little dog ran to the big red house and sat down."] * 5)  # several windows of 64
@@ -155,8 +155,8 @@ def test_lm_eval_cli_runs_local_tasks_and_compare_reads_the_results(tmp_path: Pa
 
 def test_compare_adds_lm_eval_metrics_as_columns_and_flags_stale_results(tmp_path: Path) -> None:
     from test_compare import fake_run
-    from unified.compare import compare
-    from unified.report import write_report
+    from unified.compare.comparison import compare
+    from unified.compare.report import write_report
 
     for variant, acc in (("baseline", 0.25), ("ssm", 0.5)):
         for seed in (0, 1):

@@ -163,9 +163,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(checkpoint: Path, tmp_path: Path) 
 
 def test_report_samples_section_shows_every_group_side_by_side(tmp_path: Path) -> None:
     from test_compare import fake_run
-    from unified.compare import compare
-    from unified.report import write_report
-    from unified.report_samples import LANGUAGE_PROMPT, algorithmic_prompt
+    from unified.compare.comparison import compare
+    from unified.compare.report import write_report
+    from unified.compare.samples import LANGUAGE_PROMPT, algorithmic_prompt
 
     for variant in ("baseline", "ssm"):
         for seed in (0, 1):

@@ -21,7 +21,7 @@ File layout (every key is checked; unknown keys are errors naming the accepted o
     [[criteria]]  row = "hrnn", metric = "ood_em/parity/*", op = ">=", value = 0.95, text = "...",
                   published = "...", (or vs = "baseline", k = 1.0, delta = 0.0), column = "..."
 
-A criterion's `metric` names a metric of `unified.compare.run_metrics` (or of `cell_metrics`:
+A criterion's `metric` names a metric of `unified.compare.runs.run_metrics` (or of `cell_metrics`:
 `iid_em/<task>/d<k>` per training difficulty); a pattern with `*` (or a list of names and
 patterns) is checked at every matching cell. With `value` it is absolute (the row's mean and 95%
 t-interval over seeds against the threshold); with `vs` (another row) and/or `vs_metric` (another

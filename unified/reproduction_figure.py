@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from unified.compare import Group  # noqa: E402
+from unified.compare.verdicts import Group  # noqa: E402
 
 
 def _mean_hw(g: Group, metric: str) -> tuple[float | None, float]:

@@ -37,7 +37,7 @@ def lr_dirname(lr: float) -> str:
 def validation_score(run_dir: Path, metric: str) -> float | None:
     """The selection score of one run from its own validation records (never the eval grid):
     best validation loss, or validation exact match at the best step. None when absent."""
-    from unified.compare import load_run, run_metrics
+    from unified.compare.runs import load_run, run_metrics
 
     run = load_run(run_dir)
     if run.summary is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from unified.compare import Comparison, Group
-from unified.compare_runs import obj
+from unified.compare.comparison import Comparison
+from unified.compare.verdicts import Group
+from unified.compare.runs import obj
 
 
 def _order_key(x: str) -> tuple[float, str]:
