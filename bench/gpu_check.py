@@ -16,7 +16,7 @@ Sections (each records its result or its error; one failing section never stops 
   torchrun    `torchrun --standalone --nproc_per_node=1 train.py ...` for a few steps, and a
               DDP probe on the NCCL backend (gloo on CPU) under the same launcher
 Exit status 0 when every check passed, 1 when one failed (the report says which), 2 on bad
-arguments. `--tiny` uses the unit tests' tiny models (tests/conftest.py); on CPU the fused section
+arguments. `--tiny` uses the unit tests' tiny models (tests/helpers.py); on CPU the fused section
 runs mamba-ssm's real wrappers with emulated launches when `--emulate_kernels` is given (needs
 `bash .ci/fetch_kernel_sources.sh`; forward only), and torch.compile uses the "eager" backend
 (inductor's C++ build takes about a minute on CPU). Sections past --budget_s are skipped.
@@ -76,10 +76,9 @@ def make(variant: str, args, size: str | None, seq_len: int, device: str) -> tor
     """A fresh model: the unit tests' tiny one with --tiny, else `size` (via bench/measure.build)."""
     if args.tiny:
         sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import TINY, TINY_OVERRIDES  # the property tests' tiny models
-        from unified.models import create_model
+        from helpers import tiny_model  # the property tests' tiny models
 
-        return create_model(variant, "pico", **{**TINY, **TINY_OVERRIDES.get(variant, {})}).to(device)
+        return tiny_model(variant).to(device)
     return measure.build(variant, size, seq_len).to(device)
 
 

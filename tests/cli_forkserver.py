@@ -98,7 +98,7 @@ def serve() -> None:
 
 
 class ForkServer:
-    """Client: start the server (offline, single-threaded, like `cli_helpers.run_cli`) and run
+    """Client: start the server (offline, single-threaded, like `helpers.run_cli`) and run
     CLI invocations through it; `run` returns a `subprocess.CompletedProcess`."""
 
     def __init__(self, env: dict[str, str] | None = None):

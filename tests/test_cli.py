@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import PICO_TRAIN, run_cli
+from helpers import PICO_TRAIN, run_cli
 from unified.data.tasks import TASK_NAMES, get_task
 
 CONTRACT_FILES = ["config.json", "metrics.jsonl", "summary.json", "loss.png", "accuracy.png", "best_model.pt", "last.pt"]

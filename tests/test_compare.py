@@ -11,7 +11,7 @@ import pytest
 
 import ladder as ladder_cli
 import unified
-from cli_helpers import run_cli
+from helpers import run_cli
 from unified.errors import ConfigError
 from unified.evals.results import GRID_VERSION
 from unified.compare.verdicts import MET, NOT_MET, NOT_SHOWN

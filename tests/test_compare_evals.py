@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_cli
+from helpers import run_cli
 from test_compare import fake_run
 from unified.compare.verdicts import BOTH_AT_CHANCE, MET
 from unified.compare.comparison import compare

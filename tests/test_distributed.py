@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import ROOT, run_cli
+from helpers import ROOT, run_cli
 from unified.train.checkpoint import load_checkpoint
 from unified.train.runlog import read_metrics
 from unified.train.config import TrainConfig

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_forkserver import ForkServer
-from conftest import tiny_model
+from helpers import tiny_model
 from unified.train.checkpoint import save_checkpoint
 
 EARLIER = '{"meta": {"grid_version": "2"}, "algorithmic": {"exact_match": 0.25}}\n'

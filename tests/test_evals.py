@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import run_cli
-from conftest import tiny_model
+from helpers import run_cli, tiny_model
 from unified.train.checkpoint import save_checkpoint
 from unified.errors import ConfigError, DataError, UnknownNameError
 from unified.evals.needle import FILLER_SENTENCES, NeedleBuilder, NeedleSettings, extract_code, run_needle

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import unified.data.scoring as scoring
-from conftest import tiny_model
+from helpers import tiny_model
 from unified.models.decoding import DecodeSettings, Generation, generate
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.algorithmic import AlgorithmicSettings, parse_ood_grid, run_algorithmic

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from conftest import tiny_model
+from helpers import tiny_model
 from unified.train.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, save_checkpoint
 from unified.models.config import SCALES
 from unified.data.batches import (Curriculum, CurriculumConfig, encode_example, heldout_examples, prompt_split,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import kernel_emulation as ke
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 from gpu_report import markdown, verdicts  # noqa: E402

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from conftest import TINY, tiny_model
+from helpers import TINY, tiny_model
 from unified.errors import ConfigError
 from unified.models import create_model
 from unified.models.hrnn import HRNNLM

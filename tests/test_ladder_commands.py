@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import ladder as ladder_cli
-from cli_helpers import ROOT
+from helpers import ROOT
 
 TRAIN = ["--max_steps", "4", "--eval_every", "2", "--log_every", "2", "--batch_size", "2", "--seq_len", "64",
          "--eval_samples", "1", "--lang_dataset", "none"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import run_cli
+from helpers import run_cli
 from unified.text import textcache
 from unified.train.checkpoint import load_checkpoint, save_checkpoint
 from unified.text.corpus import corpus_from_path, load_corpus, load_language, resolve_source
@@ -186,7 +186,7 @@ def test_bpe_trains_offline_saves_and_reloads_identically(shared_data, tmp_path,
     with pytest.raises(ConfigError, match="trained on a corpus"):
         load_tokenizer("bpe:400")
     # a checkpoint embeds it: evaluation on another machine (empty cache) rebuilds the same tokenizer
-    from conftest import tiny_model
+    from helpers import tiny_model
     from unified.evals.hub import load_for_eval
 
     model = tiny_model("baseline", vocab_size=tok.vocab_size)

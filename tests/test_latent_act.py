@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY, tiny_model
+from helpers import TINY, tiny_model
 from unified.errors import ConfigError, UnknownNameError
 
 T = 40

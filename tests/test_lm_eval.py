@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli_helpers import ROOT
-from conftest import tiny_model
+from helpers import ROOT, tiny_model
 from unified.train.checkpoint import save_checkpoint
 from unified.models.decoding import DecodeSettings, generate
 from unified.evals.perplexity import PerplexitySettings, run_perplexity

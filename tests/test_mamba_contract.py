@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import kernel_emulation as ke
-from conftest import TINY, tiny_model
+from helpers import TINY, tiny_model
 from test_ssm import random_inputs
 from unified.ops import ssd_scan
 from unified.models.ssm import kernel_backends

@@ -97,7 +97,7 @@ def test_tanh_reservoir_scans_in_float32_under_bf16_autocast(monkeypatch) -> Non
     """The per-step recurrence gets W in float32 under bf16 autocast (the scan runs with autocast
     disabled, `float32_scan`); the loss matches fp32 loosely (the rest of the model is bf16)."""
     import unified.models.reservoir as reservoir
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     model = tiny_model("reservoir")
     seen = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import conftest
+import helpers
 import test_properties as props
-from conftest import TINY, tiny_model
+from helpers import TINY, tiny_model
 from unified.errors import ConfigError
 
 CASES = [("baseline", "learned"), ("baseline", "nope"), ("shared_loop", "learned"), ("shared_loop", "nope")]
@@ -17,7 +17,7 @@ CASES = [("baseline", "learned"), ("baseline", "nope"), ("shared_loop", "learned
 def encoding(request, monkeypatch: pytest.MonkeyPatch) -> str:
     """Make the property tests build `variant` with the given pos_encoding."""
     variant, pe = request.param
-    monkeypatch.setitem(conftest.TINY_OVERRIDES, variant, {**conftest.TINY_OVERRIDES[variant], "pos_encoding": pe})
+    monkeypatch.setitem(helpers.TINY_OVERRIDES, variant, {**helpers.TINY_OVERRIDES[variant], "pos_encoding": pe})
     return variant
 
 

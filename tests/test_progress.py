@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import ROOT
-from conftest import tiny_model
+from helpers import ROOT, tiny_model
 from unified import progress as progress_mod
 from unified.train.checkpoint import save_checkpoint
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TINY, tiny_model
+from helpers import TINY, tiny_model
 from unified.models.config import SCALES
 from unified.models import create_model, variant_names
 from unified.models.properties import cached_logits, causality_diffs, default_splits

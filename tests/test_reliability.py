@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import ROOT, run_cli
-from conftest import TINY_OVERRIDES, tiny_model
+from helpers import ROOT, TINY_OVERRIDES, run_cli, tiny_model
 from unified.train.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, model_from_checkpoint,
                                       remove_stale_temps, save_checkpoint)
 from unified.errors import WriteError

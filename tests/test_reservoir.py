@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY, tiny_model
+from helpers import TINY, tiny_model
 from unified.errors import ConfigError, UnknownNameError
 from unified.models import create_model
 from unified.models.reservoir import frozen_generator, sparse_recurrent_matrix, spectral_radius

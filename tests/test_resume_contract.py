@@ -21,8 +21,7 @@ import pytest
 import torch
 
 from cli_forkserver import ForkServer
-from cli_helpers import ROOT
-from conftest import tiny_model
+from helpers import ROOT, tiny_model
 from unified.train.checkpoint import load_checkpoint
 from unified.errors import TrainingError
 from unified.train.resume import first_nonfinite

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import run_cli
-from conftest import tiny_model
+from helpers import run_cli, tiny_model
 from unified.train.checkpoint import save_checkpoint
 from unified.models.decoding import DecodeSettings, generate
 from unified.errors import ConfigError, UnknownNameError

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import conftest
+import helpers
 import test_properties as props
-from conftest import tiny_model
+from helpers import tiny_model
 from unified.errors import ConfigError
 from unified.ops.signed_scan import (segment_sums, signed_decay, signed_products, signed_scan, signed_scan_chunked,
                                      signed_scan_step)
@@ -132,13 +132,13 @@ def test_bf16_autocast_keeps_the_scan_in_float32() -> None:
 
 
 # ---- the ssm option ------------------------------------------------------------------------------
-SIGNED = {**conftest.TINY_OVERRIDES["ssm"], "decay_range": "signed"}
+SIGNED = {**helpers.TINY_OVERRIDES["ssm"], "decay_range": "signed"}
 
 
 @pytest.fixture
 def signed_ssm(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the registry's property tests build `ssm` with signed decays."""
-    monkeypatch.setitem(conftest.TINY_OVERRIDES, "ssm", SIGNED)
+    monkeypatch.setitem(helpers.TINY_OVERRIDES, "ssm", SIGNED)
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])

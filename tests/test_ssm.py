@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY, tiny_model
+from helpers import TINY, tiny_model
 from unified.errors import ConfigError
 from unified.ops import ssd_scan
 from unified.ops.ssd_naive import ssd_naive
