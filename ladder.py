@@ -114,15 +114,16 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def check_train_args(variants: list[str], size: str, train_args: list[str]) -> None:
     """Fail before any training when train.py would reject its options: parse them with
-    train.py's own parser (bad flag -> its one-line error, exit 2), check the values with
+    train.py's own options (`unified.train.flags`) (bad flag -> its one-line error, exit 2), check the values with
     `TrainConfig.validate` and the --set model options against every variant."""
-    from train import build_parser as train_parser
     from unified.cli import parse_overrides
     from unified.models import split_overrides
     from unified.train.config import TrainConfig
+    from unified.train.flags import add_train_arguments
 
     for variant in variants:
-        parsed = vars(train_parser().parse_args(["--variant", variant, "--model_size", size, *train_args]))
+        parser = add_train_arguments(ArgumentParser(prog="train.py"))
+        parsed = vars(parser.parse_args(["--variant", variant, "--model_size", size, *train_args]))
         overrides = parse_overrides(parsed.pop("overrides"))
         TrainConfig(**parsed, model_overrides=overrides).validate()
         split_overrides(variant, overrides)
