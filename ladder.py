@@ -8,11 +8,11 @@ by writing the comparison into runs/<size>/comparison/. Re-running the same comm
 finished runs (summary.json present), resumes interrupted ones (last.pt without summary.json)
 and evaluates only what lacks results. Options after `--` go to train.py unchanged.
 
-Presets (`--preset NAME`, `--list_presets`; files in presets/, see unified/presets.py) set the
+Presets (`--preset NAME`, `--list_presets`; files in presets/, see unified/ladder/presets.py) set the
 rows, options, budgets and expected outcome of a published finding; they run into
 runs/<preset>/<scale>/<row>/seed<k>/ and end with reproduction.md and a figure there.
 `--lr_grid 3e-4,1e-3,3e-3` trains every row at every rate (<row>/lr<rate>/seed<k>/), selects one
-rate per row on the validation split (unified/tuning.py) and evaluates only the selected runs.
+rate per row on the validation split (unified/ladder/tuning.py) and evaluates only the selected runs.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from unified.errors import ConfigError, UnknownNameError
 from unified.evals.hub import resolve_suite
 from unified.models import resolve_variant
 from unified.models.optioncheck import check_number
-from unified.presets import Row, list_presets_text, load_preset
-from unified.tuning import lr_dirname, parse_lr_grid, select_lr, selection_markdown
+from unified.ladder.presets import Row, list_presets_text, load_preset
+from unified.ladder.tuning import lr_dirname, parse_lr_grid, select_lr, selection_markdown
 
 ROOT = Path(__file__).resolve().parent
 LADDER_OWNED = ("--variant", "--model_size", "--seed", "--output_dir", "--resume")
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "lr_selection.md").write_text(selection_markdown(selection), encoding="utf-8")
     if preset:
-        from unified.reproduction import groups_for, write_reproduction
+        from unified.ladder.reproduction import groups_for, write_reproduction
 
         groups = groups_for(preset, {r.name: [p.out for p in plan if p.row == r.name] for r in rows}, size)
         command = "python ladder.py " + shlex.join(argv)

@@ -1,5 +1,5 @@
-"""Presets (presets/*.toml, unified/presets.py), their reports (unified/reproduction.py) and the
-learning-rate grid (unified/tuning.py): every preset end to end at a tiny budget through
+"""Presets (presets/*.toml, unified/ladder/presets.py), their reports (unified/ladder/reproduction.py) and the
+learning-rate grid (unified/ladder/tuning.py): every preset end to end at a tiny budget through
 ladder.py, the criteria logic on synthetic runs, and the checks of preset files."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import train
 from unified.compare.verdicts import BOTH_AT_CHANCE, INDICATIVE_MET, INDICATIVE_NOT, MET, NOT_MET, NOT_SHOWN, Group
 from unified.compare.runs import companion
 from unified.errors import ConfigError, UnifiedError, UnknownNameError
-from unified.presets import Preset, PresetCriterion, Row, flags, load_preset, parse_preset, preset_names
-from unified.reproduction import evaluate, overall
-from unified.tuning import parse_lr_grid, select_lr, selection_markdown
+from unified.ladder.presets import Preset, PresetCriterion, Row, flags, load_preset, parse_preset, preset_names
+from unified.ladder.reproduction import evaluate, overall
+from unified.ladder.tuning import parse_lr_grid, select_lr, selection_markdown
 
 PRESETS = ("chomsky-parity", "mqar", "negative-eigenvalues", "position-encoding", "relsm-hypotheses")
 STATUSES = {MET, NOT_MET, NOT_SHOWN, INDICATIVE_MET, INDICATIVE_NOT, BOTH_AT_CHANCE, "n/a"}

@@ -4,7 +4,7 @@ A preset is one TOML file in `presets/` (`python ladder.py --preset NAME`, `--li
 the citation and the published claim, the rows (a name, a variant and its model options), the
 train.py and eval_hub.py arguments of its CPU default scale and of other scales (`--scale`), an
 optional learning-rate grid, and the expected outcome as machine-checkable criteria. After the
-ladder has trained and evaluated every row, `unified.reproduction` writes `reproduction.md` and a
+ladder has trained and evaluated every row, `unified.ladder.reproduction` writes `reproduction.md` and a
 figure: published vs measured, each criterion met / not met / not shown with its interval, and
 the chance floor of each cell.
 
@@ -12,7 +12,7 @@ File layout (every key is checked; unknown keys are errors naming the accepted o
 
     name = "chomsky-parity"          title, citation, url, claim, note: text
     scale = "pico"                   CPU default size;  seeds = [0];  minutes = 20 (CPU default, measured)
-    lr_grid = [3e-4, 1e-3]           optional (see unified.tuning);  select_on = "val_loss" | "val_exact_match"
+    lr_grid = [3e-4, 1e-3]           optional (see unified.ladder.tuning);  select_on = "val_loss" | "val_exact_match"
     figure = { kind = "ood", task = "parity" }     kind: ood | state | criteria
     [train]  alg_tasks = "parity" ...              train.py options (flag = value)
     [eval]   suite = "algorithmic", tasks = ["parity"], ood = ["parity=12,16,32,64"] ...
@@ -38,7 +38,7 @@ from typing import Any
 
 from unified.errors import ConfigError, UnknownNameError
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 OPS = (">=", ">", "<=", "<")
 FIGURES = ("ood", "state", "criteria")
 SELECT_ON = ("val_loss", "val_exact_match")

@@ -26,7 +26,7 @@ from unified.compare.verdicts import (BOTH_AT_CHANCE, INDICATIVE_MET, INDICATIVE
                                       Criterion, Group, judge)
 from unified.compare.stats import Z_975
 from unified.compare.runs import Run, companion, is_run_dir, load_runs, run_metrics
-from unified.presets import Preset, PresetCriterion, Row
+from unified.ladder.presets import Preset, PresetCriterion, Row
 
 REPRODUCED, NOT_REPRODUCED, INDICATIVE = "reproduced", "not reproduced", "single seed: indicative only"
 
@@ -303,8 +303,8 @@ def write_reproduction(preset: Preset, groups: dict[str, Group], out_dir: str | 
     """Write reproduction.md, reproduction.png and reproduction.json into `out_dir`; returns the
     path of reproduction.md and the verdict. `trained`: every run folder the ladder trained (with
     an lr grid, the rates not selected too), for the training time; default the rows' runs."""
-    from unified.reproduction_figure import draw_figure
-    from unified.tuning import selection_markdown
+    from unified.ladder.reproduction_figure import draw_figure
+    from unified.ladder.tuning import selection_markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
