@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 from unified.cli import ArgumentParser, run_cli
-from unified.train.checkpoint import ensure_writable_dir
 from unified.compare.comparison import compare
 from unified.progress import set_quiet
+from unified.train.checkpoint import ensure_writable_dir
 
 
 def build_parser() -> ArgumentParser:

@@ -13,19 +13,19 @@ from pathlib import Path
 import torch
 
 from unified.cli import ArgumentParser, parse_overrides, run_cli
-from unified.train.checkpoint import ensure_writable_dir
-from unified.text.textcache import set_offline_if_unreachable
+from unified.data.tasks import resolve_tasks
 from unified.devices import check_device
 from unified.errors import ConfigError
 from unified.evals.algorithmic import parse_ood_grid
 from unified.evals.hub import (SUITE_ALIASES, SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites,
                                suite_eval_options)
-from unified.evals.results import options_tag, results_name
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
+from unified.evals.results import options_tag, results_name
 from unified.ops.precision import MATMUL_PRECISIONS, set_matmul_precision
 from unified.progress import set_quiet
-from unified.data.tasks import resolve_tasks
+from unified.text.textcache import set_offline_if_unreachable
+from unified.train.checkpoint import ensure_writable_dir
 
 
 def _number_list(kind: type, flag: str):

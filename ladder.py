@@ -26,13 +26,13 @@ from pathlib import Path
 
 from unified.cli import ArgumentParser, Terminated, run_cli
 from unified.compare.runs import SET_ASIDE
-from unified.models.config import SCALES
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.hub import resolve_suite
-from unified.models import resolve_variant
-from unified.models.optioncheck import check_number
 from unified.ladder.presets import Row, list_presets_text, load_preset
 from unified.ladder.tuning import lr_dirname, parse_lr_grid, select_lr, selection_markdown
+from unified.models import resolve_variant
+from unified.models.config import SCALES
+from unified.models.optioncheck import check_number
 
 ROOT = Path(__file__).resolve().parent
 LADDER_OWNED = ("--variant", "--model_size", "--seed", "--output_dir", "--resume")

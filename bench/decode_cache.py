@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from unified.models.decoding import DecodeSettings, generate  # noqa: E402
 from unified.models import LanguageModel, create_model, variant_names  # noqa: E402
+from unified.models.decoding import DecodeSettings, generate  # noqa: E402
 
 
 @torch.no_grad()

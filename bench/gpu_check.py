@@ -46,11 +46,11 @@ import torch  # noqa: E402
 import measure  # noqa: E402
 from gpu_report import markdown, verdicts  # noqa: E402
 from unified.cli import ArgumentParser, run_cli  # noqa: E402
-from unified.train.checkpoint import ensure_writable_dir  # noqa: E402
 from unified.errors import ConfigError  # noqa: E402
 from unified.models.properties import cache_diffs, causality_diffs  # noqa: E402
-from unified.ops import ssd_scan  # noqa: E402
 from unified.models.ssm import kernel_backends  # noqa: E402
+from unified.ops import ssd_scan  # noqa: E402
+from unified.train.checkpoint import ensure_writable_dir  # noqa: E402
 
 from gpu_report import FUSED_TOL, TOL  # noqa: E402  (the tolerances, printed in the report)
 

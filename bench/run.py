@@ -49,8 +49,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from unified.cli import ArgumentParser, run_cli  # noqa: E402
-from unified.models.config import SCALES  # noqa: E402
 from unified.errors import ConfigError, UnknownNameError  # noqa: E402
+from unified.models.config import SCALES  # noqa: E402
 from unified.ops.precision import MATMUL_PRECISIONS, set_matmul_precision  # noqa: E402
 
 import measure  # noqa: E402

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from cli_forkserver import ForkServer
-from unified.train.checkpoint import FORMAT, load_checkpoint
-from unified.train.runlog import read_metrics
-from unified.train.runlock import RunLock
 from unified.text.tokenizer import train_bpe
+from unified.train.checkpoint import FORMAT, load_checkpoint
 from unified.train.config import TrainConfig
+from unified.train.runlock import RunLock
+from unified.train.runlog import read_metrics
 from unified.train.trainer import train
 
 # A pico run that reaches its first checkpoint within seconds.

@@ -12,12 +12,12 @@ import pytest
 import ladder as ladder_cli
 import unified
 from helpers import run_cli
+from unified.compare.comparison import compare
+from unified.compare.report import main_table, write_report
+from unified.compare.stats import estimate, t_quantile, t_quantile_table, welch_contrast
+from unified.compare.verdicts import MET, NOT_MET, NOT_SHOWN
 from unified.errors import ConfigError
 from unified.evals.results import GRID_VERSION
-from unified.compare.verdicts import MET, NOT_MET, NOT_SHOWN
-from unified.compare.comparison import compare
-from unified.compare.stats import estimate, t_quantile, t_quantile_table, welch_contrast
-from unified.compare.report import main_table, write_report
 
 TASKS = ("parity", "copy")
 

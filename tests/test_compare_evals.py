@@ -11,9 +11,9 @@ import pytest
 
 from helpers import run_cli
 from test_compare import fake_run
-from unified.compare.verdicts import BOTH_AT_CHANCE, MET
 from unified.compare.comparison import compare
 from unified.compare.report import main_table, write_report
+from unified.compare.verdicts import BOTH_AT_CHANCE, MET
 
 
 def _status(comp, label: str) -> dict[str, str]:

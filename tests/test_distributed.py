@@ -14,8 +14,8 @@ import torch
 
 from helpers import ROOT, run_cli
 from unified.train.checkpoint import load_checkpoint
-from unified.train.runlog import read_metrics
 from unified.train.config import TrainConfig
+from unified.train.runlog import read_metrics
 from unified.train.trainer import train
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),

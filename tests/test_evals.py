@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from helpers import run_cli, tiny_model
-from unified.train.checkpoint import save_checkpoint
 from unified.errors import ConfigError, DataError, UnknownNameError
 from unified.evals.needle import FILLER_SENTENCES, NeedleBuilder, NeedleSettings, extract_code, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity, window_nll
 from unified.evals.results import strip_volatile
 from unified.models import variant_names
 from unified.text.tokenizer import ByteTokenizer
+from unified.train.checkpoint import save_checkpoint
 
 TEXT = ("Once upon a time a small fox lived in a wood. It liked to run — très vite — past the old oak.\n"
         "One day it met a crow. The crow said hello and they became friends.")

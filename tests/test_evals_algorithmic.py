@@ -9,12 +9,12 @@ import torch
 
 import unified.data.scoring as scoring
 from helpers import tiny_model
-from unified.models.decoding import DecodeSettings, Generation, generate
+from unified.data.scoring import constant_answer_floor, score_examples, strict_correct, token_accuracy
+from unified.data.tasks import Example, get_task, resolve_tasks
 from unified.errors import ConfigError, UnknownNameError
 from unified.evals.algorithmic import AlgorithmicSettings, parse_ood_grid, run_algorithmic
-from unified.data.scoring import constant_answer_floor, score_examples, strict_correct, token_accuracy
 from unified.evals.needle import NeedleSettings, run_needle
-from unified.data.tasks import Example, get_task, resolve_tasks
+from unified.models.decoding import DecodeSettings, Generation, generate
 from unified.text.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from helpers import tiny_model
-from unified.train.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, save_checkpoint
-from unified.models.config import SCALES
 from unified.data.batches import (Curriculum, CurriculumConfig, encode_example, heldout_examples, prompt_split,
                                   sample_split)
+from unified.data.tasks import TASKS, resolve_tasks
 from unified.errors import CheckpointError, DataError, UnknownNameError
 from unified.models import create_model, variant_names
-from unified.train.runlog import append_metrics, read_metrics
-from unified.data.tasks import TASKS, resolve_tasks
+from unified.models.config import SCALES
 from unified.text.tokenizer import ByteTokenizer, load_tokenizer
+from unified.train.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, save_checkpoint
+from unified.train.runlog import append_metrics, read_metrics
 
 
 def test_byte_tokenizer_round_trip_and_digits() -> None:

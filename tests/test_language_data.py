@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from helpers import run_cli
-from unified.text import textcache
-from unified.train.checkpoint import load_checkpoint, save_checkpoint
-from unified.text.corpus import corpus_from_path, load_corpus, load_language, resolve_source
 from unified.errors import ConfigError, DataError
+from unified.text import textcache
+from unified.text.corpus import corpus_from_path, load_corpus, load_language, resolve_source
 from unified.text.storygrammar import generate_documents, grammar
 from unified.text.tokenizer import ByteTokenizer, load_tokenizer, train_bpe
+from unified.train.checkpoint import load_checkpoint, save_checkpoint
 
 DOCS = [f"Story {i}: the cat sat on mat number {i}. Café ✓ {'x' * (i % 7)}" for i in range(40)]
 

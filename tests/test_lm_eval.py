@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from helpers import ROOT, tiny_model
-from unified.train.checkpoint import save_checkpoint
-from unified.models.decoding import DecodeSettings, generate
-from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.evals.lm_eval.results import lm_eval_metrics
+from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.models import variant_names
+from unified.models.decoding import DecodeSettings, generate
 from unified.text.tokenizer import ByteTokenizer
+from unified.train.checkpoint import save_checkpoint
 
 pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402

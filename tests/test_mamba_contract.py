@@ -19,8 +19,8 @@ import torch
 import kernel_emulation as ke
 from helpers import TINY, tiny_model
 from test_ssm import random_inputs
-from unified.ops import ssd_scan
 from unified.models.ssm import kernel_backends
+from unified.ops import ssd_scan
 
 SCAN_KERNELS = {"_chunk_cumsum_fwd_kernel", "_chunk_state_fwd_kernel", "_state_passing_fwd_kernel",
                 "_bmm_chunk_fwd_kernel", "_chunk_scan_fwd_kernel"}

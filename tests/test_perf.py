@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unified.ops import precision as perf
 from unified.errors import UnknownNameError
 from unified.models.layers import cached_rope_tables, rope_tables
+from unified.ops import precision as perf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 

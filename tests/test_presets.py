@@ -11,8 +11,8 @@ import pytest
 import eval_hub
 import ladder
 import train
-from unified.compare.verdicts import BOTH_AT_CHANCE, INDICATIVE_MET, INDICATIVE_NOT, MET, NOT_MET, NOT_SHOWN, Group
 from unified.compare.runs import companion
+from unified.compare.verdicts import BOTH_AT_CHANCE, INDICATIVE_MET, INDICATIVE_NOT, MET, NOT_MET, NOT_SHOWN, Group
 from unified.errors import ConfigError, UnifiedError, UnknownNameError
 from unified.ladder.presets import Preset, PresetCriterion, Row, flags, load_preset, parse_preset, preset_names
 from unified.ladder.reproduction import evaluate, overall

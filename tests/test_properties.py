@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from helpers import TINY, tiny_model
-from unified.models.config import SCALES
 from unified.models import create_model, variant_names
+from unified.models.config import SCALES
 from unified.models.properties import cached_logits, causality_diffs, default_splits
 
 VARIANTS = variant_names()

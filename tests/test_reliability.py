@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from helpers import ROOT, TINY_OVERRIDES, run_cli, tiny_model
+from unified.errors import WriteError
 from unified.train.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, model_from_checkpoint,
                                       remove_stale_temps, save_checkpoint)
-from unified.errors import WriteError
 from unified.train.runlog import append_metrics, read_metrics
 
 # 32 steps mixing algorithmic and procedural-language rows (the language phase starts at step

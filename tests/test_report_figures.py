@@ -12,9 +12,9 @@ from PIL import Image
 import test_compare
 from test_compare import fake_run
 from unified.compare.comparison import compare
-from unified.models import variant_names
 from unified.compare.figures import FIGURES
 from unified.compare.report import write_report
+from unified.models import variant_names
 
 MAX_PIXELS = 8000  # per side: a figure that grows without bound with the group count is a bug too
 

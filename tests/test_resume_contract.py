@@ -22,12 +22,12 @@ import torch
 
 from cli_forkserver import ForkServer
 from helpers import ROOT, tiny_model
-from unified.train.checkpoint import load_checkpoint
 from unified.errors import TrainingError
+from unified.train.checkpoint import load_checkpoint
+from unified.train.config import TrainConfig, lr_factor
 from unified.train.resume import first_nonfinite
 from unified.train.runlock import LOCK_NAME
 from unified.train.runlog import read_metrics
-from unified.train.config import TrainConfig, lr_factor
 from unified.train.trainer import Trainer, train
 
 P = ["--model_size", "pico", "--log_every", "1", "--batch_size", "2", "--seq_len", "64", "--eval_samples", "1",

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from helpers import run_cli, tiny_model
-from unified.train.checkpoint import save_checkpoint
-from unified.models.decoding import DecodeSettings, generate
 from unified.errors import ConfigError, UnknownNameError
-from unified.models import variant_names
 from unified.evals.sample_text import (TextStreamer, encode_prompt, generate_until, is_algorithmic_prompt,
                                        stream_sample, validate_settings)
+from unified.models import variant_names
+from unified.models.decoding import DecodeSettings, generate
 from unified.text.tokenizer import ByteTokenizer
+from unified.train.checkpoint import save_checkpoint
 
 TOK = ByteTokenizer()
 

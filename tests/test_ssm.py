@@ -11,10 +11,10 @@ import torch
 
 from helpers import TINY, tiny_model
 from unified.errors import ConfigError
+from unified.models.ssm import DT_MAX, DT_MIN, SSMBlock, kernel_backends, scan_backend
 from unified.ops import ssd_scan
 from unified.ops.ssd_naive import ssd_naive
 from unified.ops.ssd_scan import ssd_chunked, ssd_step
-from unified.models.ssm import DT_MAX, DT_MIN, SSMBlock, kernel_backends, scan_backend
 
 
 def random_inputs(T: int, seed: int, b: int = 2, H: int = 3, P: int = 4, N: int = 5):

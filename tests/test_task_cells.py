@@ -18,9 +18,9 @@ import pytest
 from tests.test_tasks import SOLVERS, parse
 from unified.data.batches import (heldout_cell, heldout_examples, heldout_sets, length_range, prompt_split,
                                   sample_split, train_length_range)
-from unified.errors import ConfigError
 from unified.data.task_base import ENUMERATE_CAP
 from unified.data.tasks import TASK_NAMES, TASKS, get_task, resolve_tasks, task_of_prompt, train_char_bounds
+from unified.errors import ConfigError
 from unified.text.tokenizer import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

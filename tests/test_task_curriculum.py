@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from unified.data.batches import Curriculum, CurriculumConfig
-from unified.errors import CheckpointError, ConfigError
-from unified.train.runlog import read_metrics
+from unified.data.batches import prompt_split
 from unified.data.task_curriculum import (DEPENDENCIES, TaskCurriculum, TaskCurriculumConfig, competence_scores,
                                           stratified_heldout)
-from unified.data.batches import prompt_split
 from unified.data.tasks import get_task, resolve_tasks
+from unified.errors import CheckpointError, ConfigError
 from unified.text.tokenizer import ByteTokenizer
+from unified.train.runlog import read_metrics
 
 
 def _feed(tc: TaskCurriculum, scores: dict[str, float], steps: range) -> list[dict]:

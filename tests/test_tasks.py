@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from unified.errors import ConfigError, UnknownNameError
 from unified.data.tasks import TASK_NAMES, TASKS, Example, get_task, ranges_table_markdown, resolve_tasks
+from unified.errors import ConfigError, UnknownNameError
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SAMPLES = 300

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import unified
 from unified.errors import DataError
-from unified.evals.results import GRID_VERSION, parse_results_name
 from unified.evals.lm_eval.results import lm_eval_metrics
+from unified.evals.results import GRID_VERSION, parse_results_name
 from unified.train.runlog import read_metrics
 
 SUITE_NAMES = ("algorithmic", "needle", "perplexity")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from unified.compare.comparison import Comparison
-from unified.compare.verdicts import Group
 from unified.compare.runs import obj
+from unified.compare.verdicts import Group
 
 
 def _order_key(x: str) -> tuple[float, str]:

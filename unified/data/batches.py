@@ -29,10 +29,10 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from unified.text.documents import TextCorpus
+from unified.data.tasks import Example, Task, task_of_prompt, train_char_bounds
 from unified.errors import ConfigError
 from unified.models.base import IGNORE_INDEX
-from unified.data.tasks import Example, Task, task_of_prompt, train_char_bounds
+from unified.text.documents import TextCorpus
 from unified.text.tokenizer import Tokenizer
 
 _BUCKETS = 20

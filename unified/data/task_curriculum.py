@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from unified.data.batches import heldout_sets
-from unified.errors import ConfigError, require
 from unified.data.tasks import Example, Task
+from unified.errors import ConfigError, require
 
 STRATEGIES = ("competence", "dag")
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from unified.errors import ConfigError, UnknownNameError
 from unified.data.task_base import ENUMERATE_CAP, Example, Task
 from unified.data.tasks_numeric import (AdditionTask, ChainTask, CompareTask, ModAddTask, MultiplicationTask,
                                         SuccessorTask)
-from unified.data.tasks_symbolic import CopyTask, DyckTask, ParityTask, ReverseTask, is_balanced
 from unified.data.tasks_recall import MQARTask
+from unified.data.tasks_symbolic import CopyTask, DyckTask, ParityTask, ReverseTask, is_balanced
+from unified.errors import ConfigError, UnknownNameError
 
 __all__ = ["ENUMERATE_CAP", "Example", "Task", "TASKS", "TASK_NAMES", "get_task", "resolve_tasks",
            "task_of_prompt", "train_char_bounds", "ranges_table_markdown", "is_balanced"]

@@ -1,19 +1,20 @@
 """Algorithmic suite: exact match and token accuracy per task on an IID and an OOD-length grid.
 
 Cells (`unified.data.batches.heldout_cell`): the IID cell of a task is stratified over the
-difficulties of its train range (equal count per difficulty, or every distinct held-out prompt of a difficulty
-with fewer), each OOD cell holds one OOD value; prompts are distinct and come from the held-out
-`eval` split, whose equivalence classes training never samples. A task's cells depend only on the
-task, its grid and the seed. Every cell reports `n`, `n_distinct` (statistics are over the
-distinct examples), its chance floor (`floor`: the exact match of the best constant answer of the
-cell, with `floor_answer`; `random_valid_rate` where the task's answers are a small fixed set),
-and the prompt+answer token-length range, flagged `overlaps_train_length` for OOD cells whose
-lengths reach into the training range.
+difficulties of its train range (equal count per difficulty, or every distinct held-out prompt of
+a difficulty with fewer), each OOD cell holds one OOD value; prompts are distinct and come from
+the held-out `eval` split, whose equivalence classes training never samples. A task's cells depend
+only on the task, its grid and the seed. Every cell reports `n`, `n_distinct` (statistics are over
+the distinct examples), its chance floor (`floor`: the exact match of the best constant answer of
+the cell, with `floor_answer`; `random_valid_rate` where the task's answers are a small fixed
+set), and the prompt+answer token-length range, flagged `overlaps_train_length` for OOD cells
+whose lengths reach into the training range.
 
 Scoring is strict (`unified.data.scoring.strict_correct`, shared with the trainer's validation):
 an example is correct only when the generated tokens are exactly the answer's tokens followed by
-EOS, and then `Task.check` on the decoded text. Decoding is batched greedy with the cache. Adaptive-compute variants also report mean compute
-steps over all positions and over answer positions only.
+EOS, and then `Task.check` on the decoded text. Decoding is batched greedy with the cache.
+Adaptive-compute variants also report mean compute steps over all positions and over answer
+positions only.
 """
 from __future__ import annotations
 

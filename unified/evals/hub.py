@@ -18,16 +18,16 @@ from typing import Any, Callable
 
 import torch
 
-from unified.train.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+from unified.data.tasks import TASK_NAMES, resolve_tasks
 from unified.errors import CheckpointError, ConfigError, UnknownNameError
 from unified.evals.algorithmic import DEFAULT_LIMIT, AlgorithmicSettings, run_algorithmic
 from unified.evals.needle import NeedleSettings, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.evals.results import base_meta, options_tag, write_results
 from unified.models import LanguageModel
-from unified.data.tasks import TASK_NAMES, resolve_tasks
-from unified.text.tokenizer import Tokenizer, load_tokenizer
 from unified.models.ssm import kernel_backends
+from unified.text.tokenizer import Tokenizer, load_tokenizer
+from unified.train.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
 
 
 @dataclass

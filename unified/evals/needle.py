@@ -28,10 +28,10 @@ from typing import Any, Sequence
 import torch
 
 from unified.data.batches import stream_rng
-from unified.models.decoding import DecodeSettings, generate
-from unified.errors import ConfigError, UnifiedError
 from unified.data.scoring import mean_stderr
+from unified.errors import ConfigError, UnifiedError
 from unified.models import LanguageModel
+from unified.models.decoding import DecodeSettings, generate
 from unified.progress import progress
 from unified.text.tokenizer import Tokenizer
 

@@ -23,11 +23,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from unified.models.decoding import DecodeSettings, choose_next
+from unified.data.tasks import TASKS
 from unified.errors import ConfigError, UnknownNameError
 from unified.models import LanguageModel
+from unified.models.decoding import DecodeSettings, choose_next
 from unified.ops.precision import small_matmul_precision
-from unified.data.tasks import TASKS
 from unified.text.tokenizer import Tokenizer
 
 PREFIXES = ("auto", "bos", "eos", "none")

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from unified.compare.runs import Run, companion, is_run_dir, load_runs, run_metrics
+from unified.compare.stats import Z_975
 from unified.compare.verdicts import (BOTH_AT_CHANCE, INDICATIVE_MET, INDICATIVE_NOT, MET, NA, NOT_MET, NOT_SHOWN, TOL,
                                       Criterion, Group, judge)
-from unified.compare.stats import Z_975
-from unified.compare.runs import Run, companion, is_run_dir, load_runs, run_metrics
 from unified.ladder.presets import Preset, PresetCriterion, Row
 
 REPRODUCED, NOT_REPRODUCED, INDICATIVE = "reproduced", "not reproduced", "single seed: indicative only"

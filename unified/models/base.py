@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unified.models.config import SCALES, ModelConfig, scale_config
 from unified.errors import ConfigError, UnknownNameError
+from unified.models.config import SCALES, ModelConfig, scale_config
 from unified.models.layers import init_weights, rms_norm
 
 

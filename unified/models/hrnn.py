@@ -39,8 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unified.errors import ConfigError
-from unified.ops.precision import float32_scan, scan_dtype
 from unified.models.base import BodyOutput, LanguageModel, register_variant
+from unified.ops.precision import float32_scan, scan_dtype
 
 
 # Reference recipes scaled down: (T, N) per size. Larger sizes think longer per token.

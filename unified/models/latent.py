@@ -46,10 +46,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from unified.models.config import ModelConfig
 from unified.errors import ConfigError, UnknownNameError
-from unified.models.layers import TransformerCache, SwiGLU, TransformerBlock, apply_rope, attend, rms_norm, rope_tables
 from unified.models.base import BodyOutput, LanguageModel, register_variant
+from unified.models.config import ModelConfig
+from unified.models.layers import TransformerCache, SwiGLU, TransformerBlock, apply_rope, attend, rms_norm, rope_tables
 
 HALTING_MODES = ("act", "pondernet")
 
@@ -79,7 +79,8 @@ class ThoughtCore(nn.Module):
         """Modules whose weights are used once per iteration (for the FLOPs count)."""
         return [self.norm_q, self.q, self.proj, self.norm_m, self.mlp]
 
-    def read(self, h: torch.Tensor, cache: TransformerCache | None, slot: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def read(self, h: torch.Tensor, cache: TransformerCache | None,
+             slot: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Keys/values (B, Hkv, S, D) of all token states so far and the absolute position of
         the first new one. With a cache the new positions are appended to `slot`."""
         B, T, _ = h.shape
@@ -175,7 +176,8 @@ class LatentLM(LanguageModel):
     def init_cache(self, batch_size: int) -> TransformerCache:
         """One KV slot per token block plus one (the last) for the token states thoughts read."""
         p = self.tok_emb.weight
-        return TransformerCache(self.cfg.n_layers + 1, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
+        return TransformerCache(self.cfg.n_layers + 1, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device,
+                                p.dtype)
 
     # ---- accounting ------------------------------------------------------------------------
     def core_steps(self) -> int:

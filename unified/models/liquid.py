@@ -77,7 +77,8 @@ class LiquidBlock(nn.Module):
         self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: TransformerCache | None, layer: int, pos0: int, opts: LiquidOptions) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: TransformerCache | None, layer: int, pos0: int,
+                opts: LiquidOptions) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), cache, layer, pos=pos0))
         x = x + self.drop(self.reservoir(self.norm2(x), pos0, opts.ripple_scale))
         return x + self.ffn(self.norm3(x))

@@ -28,13 +28,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unified.models.config import ModelConfig
 from unified.errors import ConfigError, UnknownNameError
+from unified.models.base import BodyOutput, LanguageModel, register_variant
+from unified.models.config import ModelConfig
 from unified.models.layers import SwiGLU, rms_norm
 from unified.ops.linear_scan import block_matrix, linear_chunked_scan, linear_step, real_block_eig
 from unified.ops.precision import float32_scan, scan_dtype
 from unified.ops.tanh_scan import fused_rnn_tanh, tanh_scan
-from unified.models.base import BodyOutput, LanguageModel, register_variant
 
 RESERVOIR_MODES = ("tanh", "linear")
 SALT_RESERVOIR, SALT_LIQUID = 1, 2  # frozen_generator salts, one per variant

@@ -37,8 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unified.errors import ConfigError
-from unified.models.layers import SwiGLU, apply_rope, attend, cached_rope_tables, rms_norm
 from unified.models.base import BodyOutput, LanguageModel, register_variant
+from unified.models.layers import SwiGLU, apply_rope, attend, cached_rope_tables, rms_norm
 
 
 @dataclass

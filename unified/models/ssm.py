@@ -24,10 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unified.errors import require
-from unified.models.layers import TransformerCache, SwiGLU, TransformerBlock, rms_norm
 from unified.models.base import BodyOutput, LanguageModel, register_variant
-from unified.ops.ssd_scan import causal_conv_silu, conv_backend, scan_backend, ssd_scan
+from unified.models.layers import TransformerCache, SwiGLU, TransformerBlock, rms_norm
 from unified.ops.signed_scan import signed_decay, signed_scan
+from unified.ops.ssd_scan import causal_conv_silu, conv_backend, scan_backend, ssd_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # initial softplus(dt_bias) is log-uniform in [DT_MIN, DT_MAX]
 A_MIN, A_MAX = 1.0, 16.0  # initial -A is uniform in [A_MIN, A_MAX]
@@ -231,7 +231,8 @@ class SSMLM(LanguageModel):
                 ssm.append(torch.zeros(batch_size, m.n_heads, self.opts.headdim, self.opts.d_state,
                                        device=p.device, dtype=torch.float32))
         n_attn = self.attention_layers()
-        kv = TransformerCache(n_attn, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype) if n_attn else None
+        kv = (TransformerCache(n_attn, batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
+              if n_attn else None)
         return SSMCache(conv, ssm, kv)
 
     # ---- accounting ------------------------------------------------------------------------

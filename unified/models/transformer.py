@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 
 from unified.errors import ConfigError
-from unified.models.layers import TransformerCache, TransformerBlock
 from unified.models.base import BodyOutput, LanguageModel, register_variant
+from unified.models.layers import TransformerCache, TransformerBlock
 
 POS_ENCODINGS = ("rope", "learned", "nope")
 
@@ -80,7 +80,8 @@ class TransformerLM(LanguageModel):
 
     def init_cache(self, batch_size: int) -> TransformerCache:
         p = self.tok_emb.weight
-        return TransformerCache(len(self.schedule()), batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device, p.dtype)
+        return TransformerCache(len(self.schedule()), batch_size, self.cfg.n_kv_heads, self.cfg.head_dim, p.device,
+                                p.dtype)
 
     def attention_layers(self) -> int:
         return len(self.schedule())

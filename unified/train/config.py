@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
+from unified.data.task_curriculum import TaskCurriculumConfig
 from unified.devices import check_device
 from unified.errors import ConfigError, require
 from unified.models.optioncheck import check_number, coerce_overrides
-from unified.data.task_curriculum import TaskCurriculumConfig
 from unified.train.tracking import check_report_to
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from unified.train.checkpoint import (atomic_write_text, check_fields, check_state_dict, load_checkpoint,
-                                      remove_stale_temps, rng_state, save_checkpoint, set_rng_state)
 from unified.errors import CheckpointError, ConfigError, TrainingError
 from unified.models.optioncheck import conforms
+from unified.train.checkpoint import (atomic_write_text, check_fields, check_state_dict, load_checkpoint,
+                                      remove_stale_temps, rng_state, save_checkpoint, set_rng_state)
 from unified.train.runlog import append_metrics
 
 MUTABLE = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "max_steps", "weight_decay", "grad_clip",
