@@ -4,7 +4,7 @@
     algorithmic.py  exact match per task on the IID / OOD-length grid
     needle.py       needle-in-a-haystack retrieval over lengths x depths
     perplexity.py   token / byte / word perplexity of held-out text
-    results.py      the results_<suite>[@tag].json files (DESIGN contract 4)
+    results.py      the results_<suite>[@tag].json files (docs/design.md#contract-4)
     sample_text.py  text sampling with stop strings (sample.py, lm-eval's generate_until, reports)
     lm_eval/        the lm-evaluation-harness adapter and its results reader
 
