@@ -1,6 +1,6 @@
 """Every bad input to train.py, eval_hub.py, compare.py and ladder.py exits with status 2 and one
 stderr line naming the problem, and leaves every earlier output (checkpoints, metrics, results,
-data files) byte-for-byte and mtime-for-mtime as it was (DESIGN contract 6; issues 10 and 15).
+data files) byte-for-byte and mtime-for-mtime as it was (docs/design.md#contract-6; issues 10 and 15).
 
 Each case is its own process (forked from a server that imported the CLIs once, see
 cli_forkserver.py), so the ~70 cases cost seconds each rather than seconds of imports each. Cases

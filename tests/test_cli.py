@@ -1,4 +1,4 @@
-"""train.py and eval_hub.py end to end, as a user runs them (DESIGN contracts 4, 5, 5b, 6)."""
+"""train.py and eval_hub.py end to end, as a user runs them (docs/design.md#contract-4, 5, 5b, 6)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""DESIGN contract 1: property tests run over every registered variant.
+"""docs/design.md#contract-1: property tests run over every registered variant.
 
 Registering a variant puts it under these tests automatically: causality, cache equivalence,
 gradient reach, determinism, and that every named scale builds on the meta device.

@@ -1,5 +1,5 @@
 """Exact resume after SIGKILL and SIGTERM, atomic checkpoints, safe loading of every variant's
-checkpoints, mixed precision and torch.compile (DESIGN contract 5; issues 10 and 15). Bad inputs are
+checkpoints, mixed precision and torch.compile (docs/design.md#contract-5; issues 10 and 15). Bad inputs are
 in test_bad_inputs.py, the resume contract and the run lock in test_resume_contract.py, torchrun in
 test_distributed.py."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading run folders for compare.py: every file as read, damaged or mistyped parts as notes.
 
-A run folder holds the DESIGN contract 5 files (config.json, summary.json, metrics.jsonl) and the
+A run folder holds the docs/design.md#contract-5 files (config.json, summary.json, metrics.jsonl) and the
 `results_<suite>.json` files of contract 4. Results computed with evaluation-time options
 (`results_<suite>@<tag>.json`, see `unified.evals.results.options_tag`) are read as separate
 `Run`s of the same folder, labelled `<variant>@<tag>`, so they are grouped apart from the

@@ -240,7 +240,7 @@ def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, P
 
 
 def suite_meta(ctx: EvalContext, sha: str, wall: float, eval_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Results metadata of one suite run (DESIGN contract 4), with the non-default evaluation
+    """Results metadata of one suite run (docs/design.md#contract-4), with the non-default evaluation
     options (`eval_options`, {} = as trained) and the file-name tag made from them."""
     m = ctx.model
     p = next(m.parameters())

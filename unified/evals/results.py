@@ -1,4 +1,4 @@
-"""Results files: `results_<suite>.json` = {"meta": {...}, "<suite>": {...}} (DESIGN contract 4).
+"""Results files: `results_<suite>.json` = {"meta": {...}, "<suite>": {...}} (docs/design.md#contract-4).
 
 The same checkpoint and seed give identical files except the fields named in `VOLATILE_KEYS`
 (timestamps and wall times). Results computed with an evaluation-time option that changes the

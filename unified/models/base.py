@@ -1,7 +1,7 @@
 """The model factory: `create_model(variant, size, **overrides)`, the variant registry, and the
 base class every variant derives from.
 
-Every variant is the same kind of object (DESIGN contract 1):
+Every variant is the same kind of object (docs/design.md#contract-1):
     out = model(input_ids, targets=None, cache=None)  -> LMOutput(logits, loss, aux, cache,
                                                               ce_loss, token_ce, aux_loss)
     cache = model.init_cache(batch_size)              # incremental decoding for every variant

@@ -1,4 +1,4 @@
-"""Property checks of a language model (DESIGN contract 1), shared by tests/test_properties.py
+"""Property checks of a language model (docs/design.md#contract-1), shared by tests/test_properties.py
 (every variant, tiny, CPU) and bench/gpu_check.py (every variant on CUDA, fp32 and bf16 autocast).
 
 - causality: changing the tokens after position t changes no logit at positions <= t, and

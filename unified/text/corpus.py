@@ -1,4 +1,4 @@
-"""Language text sources for the language phase (DESIGN contract 3).
+"""Language text sources for the language phase (docs/design.md#contract-3).
 
 A corpus is a token array for training and a held-out validation array that training never
 reads; documents are packed and separated by EOS. Sources (`load_corpus` / `load_language`):

@@ -1,4 +1,4 @@
-"""Tokenizers (DESIGN contract 2).
+"""Tokenizers (docs/design.md#contract-2).
 
 `byte` (default) needs nothing: 256 byte ids + BOS/EOS/PAD, one token per digit. `bpe:N` is a
 byte-level BPE of N tokens that the harness trains on a corpus's training text with the HF

@@ -2,7 +2,7 @@
 and calls `train`; validation and checkpoint steps are `unified.train.validation.Validating`,
 saving and resuming `unified.train.resume.Checkpointing`.
 
-Outputs (DESIGN contract 5) in `output_dir`: config.json, metrics.jsonl, summary.json, loss.png,
+Outputs (docs/design.md#contract-5) in `output_dir`: config.json, metrics.jsonl, summary.json, loss.png,
 accuracy.png, best_model.pt (lowest validation loss on held-out data disjoint from the eval
 grid), last.pt (for --resume). Resuming restores model, optimizer, scheduler, RNG and step; data
 is a function of (seed, step), so the resumed run continues the same loss curve.
