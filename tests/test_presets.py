@@ -83,7 +83,7 @@ def test_preset_end_to_end_at_a_tiny_budget(name: str, monkeypatch: pytest.Monke
                 assert cell["floor"] is not None and 0.0 <= cell["floor"] <= 1.0, cell  # every accuracy cell has one
     for row in preset.rows:
         assert f"| {row.name} | {row.variant}" in md
-        assert (out / row.name / "seed0" / "summary.json").is_file()
+        assert list((out / row.name).glob("**/seed0/summary.json"))  # <row>[/lr<rate>]/seed0
     assert (out / "reproduction.png").stat().st_size > 1000
     assert (out / "comparison" / "report.html").is_file()
     if name == "relsm-hypotheses":  # the reference's exact table: 4 rows x 5 hypothesis columns
@@ -209,6 +209,9 @@ def test_one_seed_is_indicative_with_the_eval_sampling_interval() -> None:
     (o,) = evaluate(_preset(crit), {"a": group("a", {"iid_em": [0.55]}), "b": group("b", {"iid_em": [0.5]})})
     assert o.status == INDICATIVE_MET and "eval sampling only" in o.cells[0].measured
     assert abs(o.cells[0].low - (0.55 - 1.959964 * 0.02)) < 1e-6  # no n: the run's standard error
+    ppl = group("a", {"word_perplexity": [18.0]}, floor=None)
+    (o,) = evaluate(_preset(PresetCriterion("a", "word_perplexity", "<=", "t", value=20)), {"a": ppl, "b": ppl})
+    assert o.cells[0].low is None and o.cells[0].floor is None and o.status == INDICATIVE_MET  # no companions
     g = group("a", {"iid_em": [1.0]})
     g.metrics[0][companion("iid_em", "n")] = 100
     (o,) = evaluate(_preset(PresetCriterion("a", "iid_em", ">=", "t", value=0.99)), {"a": g, "b": g})

@@ -89,6 +89,11 @@ class Outcome:
     status: str
 
 
+def has_cells(metric: str) -> bool:
+    """Exact-match metrics (iid_em..., ood_em...) carry companions: floor, standard error, n."""
+    return "_em" in metric.split("/")[0]
+
+
 def is_accuracy(metric: str) -> bool:
     """Exact-match and needle metrics are fractions shown in percent."""
     return "_em" in metric.split("/")[0] or metric.startswith("needle")
@@ -116,17 +121,19 @@ def _holds(x: float, op: str, value: float) -> bool:
 def judge_absolute(crit: PresetCriterion, group: Group, metric: str) -> CellOutcome:
     """mean(row) op value on the row's interval over seeds (indicative with one seed)."""
     est = group.estimate(metric)
-    floor, chance = (group.floor(metric), group.at_chance(metric)) if is_accuracy(metric) else (None, None)
+    floor, chance = (group.floor(metric), group.at_chance(metric)) if has_cells(metric) else (None, None)
     if est is None:
         return CellOutcome(metric, NA, f"no {metric} for {group.label}", floor=floor)
     low, high, how = est.ci_low, est.ci_high, "95% CI over seeds"
     if low is None:
         status = INDICATIVE_MET if _holds(est.mean, crit.op, crit.value) else INDICATIVE_NOT
-        ns, ses = group.values(companion(metric, "n")), group.values(companion(metric, "se"))
-        if is_accuracy(metric) and ns:
+        cells = has_cells(metric)
+        ns = group.values(companion(metric, "n")) if cells else []
+        ses = group.values(companion(metric, "se")) if cells else []
+        if ns:
             low, high = wilson(est.mean, int(ns[0]))
             how = "eval sampling only, Wilson"
-        elif ses:
+        elif ses and ses[0] > 0:
             low, high, how = est.mean - Z_975 * ses[0], est.mean + Z_975 * ses[0], "eval sampling only"
     elif _holds(low, crit.op, crit.value) and _holds(high, crit.op, crit.value):
         status = MET
@@ -148,7 +155,7 @@ def judge_relative(crit: PresetCriterion, group: Group, other: Group, metric: st
                   strict=crit.op == ">", scale=100.0 if is_accuracy(metric) else 1.0,
                   unit=" pts" if is_accuracy(metric) else "", chance=is_accuracy(metric))
     r = judge(c, group.values(metric), other.values(om))
-    acc = is_accuracy(metric)
+    acc = has_cells(metric)
     floor = group.floor(metric) if acc else None
     chance = (group.at_chance(metric), other.at_chance(om)) if acc else (None, None)
     status = r.status
