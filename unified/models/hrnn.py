@@ -9,7 +9,20 @@ For each token t, the high level runs N cycles; in each cycle the low level runs
 Both states carry across tokens and the logits of position t are read from h_h after its N-th
 cycle, so the model is causal by construction (a recurrence over the past only). The cells are
 GRUs with layer normalisation on the input and recurrent pre-activations of every gate
-(Ba, Kiros & Hinton 2016, "Layer Normalization"; GRU: Cho et al. 2014). The design follows the
+(Ba, Kiros & Hinton 2016, "Layer Normalization"; GRU: Cho et al. 2014), each product with its
+own per-gate LayerNorm (gates ordered reset r, update z, candidate n):
+
+    low:  [r, z, n]_in = LN(W_x x_t) + b + LN(W_h h_h),   [r, z, n]_rec = LN(U_l h_l)
+    high: [r, z, n]_in = LN(W_up h_l) + b',                [r, z, n]_rec = LN(U_h h_h)
+    r, z = sigmoid(in_rz + rec_rz);   n = tanh(in_n + r * rec_n);   h' = (1 - z) n + z h
+
+FLOPs per token (training, fwd + bwd; `flops_per_token` = 6 x `matmul_params`), with H_l, H_h
+the state widths, d the model width and V the vocabulary:
+    6 (3 d H_l + N (3 H_h (H_l + H_h) + 3 H_l H_h + 3 T H_l^2) + d V)   (+ 6 H_h d when H_h != d)
+i.e. 6 x the weights of the N (T + 1) cell applications and the LM head; no attention term.
+Decoding state: H_l + H_h floats per sequence, constant in length.
+
+The design follows the
 HRMLM reference (hierarchical reasoning over two timescales, cf. Wang et al. 2025, "Hierarchical
 Reasoning Model"), with its faults fixed: it builds, decoding keeps (h_l, h_h) in the cache, and
 generation is conditioned on the whole prompt because the prompt is consumed by the recurrence.

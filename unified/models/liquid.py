@@ -3,7 +3,17 @@
 liquid: per layer causal self-attention, then a frozen sparse random feature map of the token
 state plus small sinusoidal "ripples" of the absolute position, tanh(R u + eps sin(w t + phi)),
 projected back by a trainable matrix, then an FFN (LiquidLM, D. Hamner 2024; random features as
-in Rahimi & Recht 2007).
+in Rahimi & Recht 2007). Per layer, pre-norm residuals:
+
+    x <- x + Attn(norm(x))                                         (causal, RoPE, KV cache)
+    x <- x + proj(tanh(R norm(x)_t + eps sin(w t + phi)))          eps = ripple_scale
+    x <- x + FFN(norm(x))
+
+R (n x d) is frozen, sparse (a fraction `sparsity` of zeros) and scaled so that R u has std
+`input_scaling` for a unit-RMS u; the frequencies w = ripple_base^-U with U ~ Uniform(0, 1) and
+the phases phi ~ Uniform(0, 2 pi) are frozen per feature; t is the absolute position (the cache
+offset in decoding); proj (d x n) is trainable. FLOPs per token: 6 N_trainable + 4 N_frozen +
+12 n_layers d T (attention); the decoding state is the KV cache.
 
 Frozen weights are `nn.Parameter(requires_grad=False)` drawn from a dedicated CPU generator
 seeded from (init_seed, layer), as in `unified.models.reservoir`.

@@ -12,8 +12,17 @@ Two reservoir modes (`reservoir_mode`):
          W is diagonalised once at init into real 2x2 rotation-scale blocks (W = P D P^-1, the
          real form of the complex eigendecomposition), so the recurrence runs as a chunked
          parallel scan over time like diagonal linear RNNs / SSMs (Orvieto et al. 2023, LRU).
+With h the block's input (the residual stream), u_t = norm(h_t), x_t the reservoir state above
+(a = `leak_rate`) and g a learned per-channel gate, the readout, mix and FFN are
+    r_t = W_2 gelu(W_1 norm(x_t));   h <- h + g r_t + (1 - g) u_t,  g = sigmoid(gate);   h <- h + FFN(norm(h))
+In linear mode the state is kept in W's real eigenbasis, y_t = D_a y_{t-1} + a B u_t with
+D_a = (1-a) I + a D and B = P^-1 W_in, and read out as x_t = P y_t; each slot s has a fixed
+partner s^1 (its conjugate, or the other real eigenvalue), so a step
+y_s <- Re(lam_s) y_s - Im(lam_s) y_{s^1} + v_s needs no data-dependent indexing.
 W is sparse Gaussian scaled to a true spectral radius (max |eigenvalue|, default 0.9). The LAERC
 reference scales by the largest singular value instead, which leaves a true radius near 0.47.
+FLOPs per token: 6 N_trainable + 4 N_frozen (frozen weights need the forward pass and the input
+gradient, no weight gradient), + 12 n (L + 1) per layer for linear mode's chunk kernels.
 
 Frozen weights are `nn.Parameter(requires_grad=False)`: in the state_dict and checkpoints, counted
 by `num_params()` but not `num_params(trainable_only=True)`. They come from a dedicated CPU
