@@ -41,7 +41,6 @@ class AlgorithmicSettings:
     limit: int = DEFAULT_LIMIT  # examples per (task, IID) and per (task, OOD value)
     seed: int = 0
     batch_size: int = 64
-    ood: bool = True
     ood_grid: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def ood_values(self, task: Task) -> tuple[int, ...]:
@@ -96,16 +95,15 @@ def run_algorithmic(model: LanguageModel, tokenizer: Tokenizer, tasks: Sequence[
         entry: dict[str, Any] = {"iid": iid, "train_range": [lo, hi], "train_length_range": train_len, "ood": {}}
         iid_cells.append(iid)
         all_iid += rows
-        if settings.ood:
-            entry["ood_values"] = list(settings.ood_values(task))
-            for d in settings.ood_values(task):
-                exs = heldout_cell(task, "eval", [d], settings.limit, settings.seed)
-                ood_rows = score_examples(model, tokenizer, exs, settings.batch_size)
-                cell = summarize(ood_rows, task)
-                cell["overlaps_train_length"] = bool(ood_rows) and cell["length_range"][0] <= train_len[1]
-                entry["ood"][str(d)] = cell
-                ood_cells.append(cell)
-                all_ood += ood_rows
+        entry["ood_values"] = list(settings.ood_values(task))
+        for d in settings.ood_values(task):
+            exs = heldout_cell(task, "eval", [d], settings.limit, settings.seed)
+            ood_rows = score_examples(model, tokenizer, exs, settings.batch_size)
+            cell = summarize(ood_rows, task)
+            cell["overlaps_train_length"] = bool(ood_rows) and cell["length_range"][0] <= train_len[1]
+            entry["ood"][str(d)] = cell
+            ood_cells.append(cell)
+            all_ood += ood_rows
         entry["examples"] = [{"prompt": r["prompt"], "prediction": r["prediction"], "correct": bool(r["correct"])}
                              for r in rows[:3]]
         per_task[task.name] = entry
@@ -117,4 +115,4 @@ def run_algorithmic(model: LanguageModel, tokenizer: Tokenizer, tasks: Sequence[
             "ood_exact_match": ood_sum["exact_match"], "ood_exact_match_stderr": ood_sum["exact_match_stderr"],
             "ood_floor": ood_sum["floor"], "ood_n_distinct": ood_sum["n_distinct"], **steps,
             "tasks": per_task, "limit": settings.limit, "seed": settings.seed,
-            "ood_grid": {t.name: list(settings.ood_values(t)) for t in tasks} if settings.ood else {}}
+            "ood_grid": {t.name: list(settings.ood_values(t)) for t in tasks}}
