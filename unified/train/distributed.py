@@ -7,9 +7,10 @@ code calls them unconditionally.
 
 The training objective is defined on the *global* batch (every rank's rows together): the
 cross-entropy summed over its supervised tokens divided by their global count, plus the mean of
-any auxiliary loss over ranks and micro-batches. `supervised_ce_sum` and `all_reduce_sum`
-compute it, so N processes with batch b give the same loss and gradients as one process with
-batch N*b even when ranks hold different numbers of supervised tokens (answer-only masking).
+any auxiliary loss over ranks and micro-batches. The trainer sums the model's `token_ce` and
+counts the supervised tokens (`supervised_count`), and `all_reduce_sum` adds both over ranks,
+so N processes with batch b give the same loss and gradients as one process with batch N*b even
+when ranks hold different numbers of supervised tokens (answer-only masking).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from unified.models.base import IGNORE_INDEX
 
@@ -31,11 +31,6 @@ class World:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes files, validates and prints."""
-        return self.rank == 0
 
 
 def world_from_env() -> World:
@@ -115,12 +110,6 @@ def all_reduce_sum(values: Sequence[float], world_size: int, device: torch.devic
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.tolist()
-
-
-def supervised_ce_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed (not averaged) over the supervised positions (target != -100), in
-    float32; divided by the global supervised count it gives the global-batch mean."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def supervised_count(targets: torch.Tensor) -> int:
