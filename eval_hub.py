@@ -17,7 +17,7 @@ from unified.data.tasks import resolve_tasks
 from unified.devices import check_device
 from unified.errors import ConfigError
 from unified.evals.algorithmic import parse_ood_grid
-from unified.evals.hub import (SUITE_ALIASES, SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites,
+from unified.evals.hub import (SUITES, load_for_eval, newest_checkpoint, resolve_suite, run_suites,
                                suite_eval_options)
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
@@ -41,7 +41,7 @@ def _number_list(kind: type, flag: str):
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description="Evaluate a checkpoint on the algorithmic / needle / perplexity suites.")
     p.add_argument("--checkpoint", default=None, help="path to a .pt checkpoint (default: newest runs/*/best_model.pt)")
-    p.add_argument("--suite", default="algorithmic", help=f"one of {', '.join([*SUITES, *SUITE_ALIASES, 'all'])}")
+    p.add_argument("--suite", default="algorithmic", help=f"one of {', '.join([*SUITES, 'all'])}")
     p.add_argument("--out_dir", default=None, help="default: the checkpoint's folder")
     p.add_argument("--tasks", nargs="*", default=None, help="algorithmic tasks (default all)")
     p.add_argument("--limit", type=int, default=None,
@@ -131,7 +131,7 @@ def results_names(argv: list[str]) -> dict[str, str]:
     args = build_parser().parse_args(argv)
     options = checked_options(args)
     names = resolve_suite(args.suite)
-    if SUITE_ALIASES.get(args.suite, args.suite) == "all":
+    if args.suite == "all":
         names = [*names, "all"]
     return {name: results_name(name, options_tag(suite_eval_options(options, name))) for name in names}
 

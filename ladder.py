@@ -84,7 +84,7 @@ def build_parser() -> ArgumentParser:
                        epilog="Options after -- go to train.py, e.g. -- --max_steps 150 --batch_size 8")
     p.add_argument("--size", "--scale", dest="size", default=None,
                    help=f"model size, one of {', '.join(SCALES)} (default micro, or the preset's CPU scale)")
-    p.add_argument("--variants", default=None, help="comma-separated variants (aliases accepted; default "
+    p.add_argument("--variants", default=None, help="comma-separated variants (default "
                    "baseline,shared_loop; with --preset the preset's rows)")
     p.add_argument("--seeds", default=None, help="comma-separated integer seeds (default 0, or the preset's)")
     p.add_argument("--runs_dir", default="runs", help="root folder of the ladder's runs")

@@ -252,7 +252,7 @@ def test_suite_all_without_language_data_still_completes(tmp_path: Path) -> None
     assert "perplexity not measured" in r.stdout
     res = json.loads((tmp_path / "results_perplexity.json").read_text())["perplexity"]
     assert res["available"] is False
-    r = run_cli("eval_hub.py", "--checkpoint", str(ckpt), "--suite", "longctx", "--depths", "2", cwd=tmp_path)
+    r = run_cli("eval_hub.py", "--checkpoint", str(ckpt), "--suite", "needle", "--depths", "2", cwd=tmp_path)
     assert r.returncode == 2 and "--depths" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 

@@ -1,7 +1,7 @@
 """The evaluation hub: load a checkpoint, run suites, write results files.
 
 Suites register in `SUITES` (name -> function(EvalContext) -> payload dict); `--suite all` runs
-every registered suite and also writes a combined results_all.json. Aliases map old names.
+every registered suite and also writes a combined results_all.json.
 Evaluation-time options that change the model or a suite's grid are that suite's `eval_options`
 (`suite_eval_options`); when there are any, results go to `results_<suite>@<tag>.json` and the
 as-trained `results_<suite>.json` is left alone.
@@ -97,16 +97,14 @@ def suite_perplexity(ctx: EvalContext) -> dict[str, Any]:
 
 SUITES: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
     "algorithmic": suite_algorithmic, "needle": suite_needle, "perplexity": suite_perplexity}
-SUITE_ALIASES: dict[str, str] = {"longctx": "needle"}
 
 
 def resolve_suite(name: str) -> list[str]:
     """Suite names to run for `name` ("all" = every registered suite)."""
-    name = SUITE_ALIASES.get(name, name)
     if name == "all":
         return list(SUITES)
     if name not in SUITES:
-        raise UnknownNameError("suite", name, [*SUITES, *SUITE_ALIASES, "all"])
+        raise UnknownNameError("suite", name, [*SUITES, "all"])
     return [name]
 
 
@@ -233,7 +231,7 @@ def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, P
         meta = suite_meta(ctx, sha, time.time() - t0, suite_eval_options(ctx.options, name))
         written[name] = write_results(out_dir, name, payload, meta, tag=meta["eval_tag"])
         payloads[name] = payload
-    if SUITE_ALIASES.get(suite, suite) == "all":
+    if suite == "all":
         meta = suite_meta(ctx, sha, time.time() - t_all, suite_eval_options(ctx.options, "all"))
         written["all"] = write_results(out_dir, "all", payloads, meta, tag=meta["eval_tag"])
     return written

@@ -207,25 +207,21 @@ class LanguageModel(nn.Module):
 
 @dataclass
 class VariantSpec:
-    """A registered variant: its class and the names it answers to."""
+    """A registered variant: its name and class."""
 
     name: str
     cls: type[LanguageModel]
-    aliases: tuple[str, ...] = ()
 
 
 VARIANTS: dict[str, VariantSpec] = {}
-ALIASES: dict[str, str] = {}
 
 
-def register_variant(name: str, aliases: tuple[str, ...] = ()) -> Callable[[type], type]:
+def register_variant(name: str) -> Callable[[type], type]:
     """Class decorator: make a `LanguageModel` subclass buildable as `create_model(name, ...)`.
     Registered variants are put under the property tests automatically."""
 
     def wrap(cls: type) -> type:
-        VARIANTS[name] = VariantSpec(name, cls, aliases)
-        for alias in aliases:
-            ALIASES[alias] = name
+        VARIANTS[name] = VariantSpec(name, cls)
         return cls
 
     return wrap
@@ -238,8 +234,7 @@ def variant_names() -> list[str]:
 
 
 def resolve_variant(name: str) -> str:
-    """Canonical variant name for `name` (aliases accepted); unknown names are an error."""
-    name = ALIASES.get(name, name)
+    """`name` itself when it is a registered variant; unknown names are an error."""
     if name not in VARIANTS:
         raise UnknownNameError("variant", name, variant_names())
     return name

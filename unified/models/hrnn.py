@@ -134,7 +134,7 @@ def hierarchical_scan(xn: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
     return torch.stack(outs, dim=1), low, high
 
 
-@register_variant("hrnn", aliases=("hierarchical_rnn",))
+@register_variant("hrnn")
 class HRNNLM(LanguageModel):
     """Two-level LayerNorm-GRU language model (HRMLM); see the module docstring.
 

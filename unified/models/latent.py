@@ -114,7 +114,7 @@ class LatentOptions:
     inject_layer: int = -1
 
 
-@register_variant("latent", aliases=("thought",))
+@register_variant("latent")
 class LatentLM(LanguageModel):
     """Transformer with a per-position thought stream refined K times by a shared core."""
 
@@ -224,7 +224,7 @@ class ACTOptions:
     inject_layer: int = -1
 
 
-@register_variant("act", aliases=("ponder",))
+@register_variant("act")
 class ACTLM(LatentLM):
     """`latent` with per-position adaptive halting of the thought core (ACT or PonderNet)."""
 

@@ -94,7 +94,7 @@ class LiquidBlock(nn.Module):
         return x + self.ffn(self.norm3(x))
 
 
-@register_variant("liquid", aliases=("liquidlm",))
+@register_variant("liquid")
 class LiquidLM(LanguageModel):
     """Attention + frozen time-aware random-feature reservoir + FFN per layer (LiquidLM shape)."""
 

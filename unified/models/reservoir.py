@@ -239,7 +239,7 @@ class ReservoirCache:
         return sum(s.shape[1] for s in self.states)
 
 
-@register_variant("reservoir", aliases=("laerc",))
+@register_variant("reservoir")
 class ReservoirLM(LanguageModel):
     """Stack of frozen-reservoir + readout + FFN blocks (LAERC shape, true spectral radius)."""
 

@@ -183,7 +183,7 @@ class RSMBlock(nn.Module):
         return x
 
 
-@register_variant("rsm", aliases=("rsm_memory",))
+@register_variant("rsm")
 class RSMLM(LanguageModel):
     """Chunked transformer with per-layer gated memory slots and a periodic global sync; see
     the module docstring. Strictly causal: chunk c reads only memory written by chunks < c."""

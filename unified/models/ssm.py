@@ -165,7 +165,7 @@ def kernel_backends(model_or_device: nn.Module | torch.device | str) -> dict[str
     return {"ssm_scan": "torch-signed-chunked" if signed else scan_backend(device), "conv1d": "+".join(convs)}
 
 
-@register_variant("ssm", aliases=("mamba2",))
+@register_variant("ssm")
 class SSMLM(LanguageModel):
     """A stack of Mamba-2 blocks (no attention, no loop): linear-time training, constant-size
     decoding state."""
@@ -271,7 +271,7 @@ class SSMLM(LanguageModel):
         return ssm + kv
 
 
-@register_variant("ssm_mem", aliases=("ssm_hybrid",))
+@register_variant("ssm_mem")
 class SSMMemLM(SSMLM):
     """Mamba-2 blocks with a causal attention block (the baseline's TransformerBlock) every
     `attn_period` layers and `n_mem_tokens` learned memory tokens prepended to the sequence.

@@ -21,7 +21,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     into `overrides`) to `p` and return it."""
     d = TrainConfig()
     p.add_argument("--variant", default=d.variant, help="baseline, shared_loop, latent, act, ssm, ssm_mem, "
-                   "reservoir, liquid, hrnn, rsm (aliases accepted)")
+                   "reservoir, liquid, hrnn, rsm")
     p.add_argument("--model_size", default=d.model_size, help=f"one of {', '.join(SCALES)}")
     p.add_argument("--output_dir", default=None, help="default runs/<size>_<variant> (a suffix is added if taken)")
     p.add_argument("--seed", type=int, default=d.seed, help="weights, data and dropout seed")
