@@ -14,7 +14,7 @@ import unified
 from helpers import run_cli
 from unified.compare.comparison import compare
 from unified.compare.report import main_table, write_report
-from unified.compare.stats import estimate, t_quantile, t_quantile_table, welch_contrast
+from unified.compare.stats import estimate, t_quantile, welch_contrast
 from unified.compare.verdicts import MET, NOT_MET, NOT_SHOWN
 from unified.errors import ConfigError
 from unified.evals.results import GRID_VERSION
@@ -83,14 +83,15 @@ def by_name(comp, name: str):
 
 
 # ---- statistics ------------------------------------------------------------------------------
-def test_t_quantile_table_against_known_values() -> None:
-    assert t_quantile_table(1) == pytest.approx(12.7062, abs=1e-4)
-    assert t_quantile_table(2) == pytest.approx(4.3027, abs=1e-4)
-    assert t_quantile_table(10) == pytest.approx(2.2281, abs=1e-4)
-    assert t_quantile_table(60) == pytest.approx(2.0003, abs=2e-4)  # Cornish-Fisher above the table
-    # a non-integer (Welch) df is rounded down: never narrower than the exact t(0.975, 2.5) = 3.5747
-    assert t_quantile_table(2.5) == t_quantile_table(2) > 3.5747
-    assert t_quantile(4) == pytest.approx(2.7764, abs=1e-4)  # scipy when installed, the table otherwise
+def test_t_quantile_against_known_values() -> None:
+    assert t_quantile(1) == pytest.approx(12.7062, abs=1e-4)
+    assert t_quantile(2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_quantile(4) == pytest.approx(2.7764, abs=1e-4)
+    assert t_quantile(10) == pytest.approx(2.2281, abs=1e-4)
+    assert t_quantile(60) == pytest.approx(2.0003, abs=1e-4)
+    assert t_quantile(2.5) == pytest.approx(3.5747, abs=1e-4)  # a Welch df is used as it is, not rounded
+    with pytest.raises(ValueError):
+        t_quantile(0.5)
 
 
 def test_estimate_is_the_hand_computed_t_interval() -> None:

@@ -2,8 +2,7 @@
 
 A group's metric is the mean over its seeds with the 95% t-interval mean +- t(0.975, n-1) s/sqrt(n);
 a criterion's contrast c = mean(a) - k mean(b) - delta gets Welch's 95% interval (unequal
-variances, Welch-Satterthwaite degrees of freedom). scipy's quantile is used when installed,
-else a table (df <= 30, non-integer df rounded down: conservative) and Cornish-Fisher above.
+variances, Welch-Satterthwaite degrees of freedom). The quantiles are scipy's.
 """
 from __future__ import annotations
 
@@ -12,32 +11,18 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
+from scipy.stats import norm
+from scipy.stats import t as student_t
+
 CONFIDENCE = 0.95
-# Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30 (used when scipy is absent).
-T_TABLE_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-               2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-               2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
-Z_975 = 1.959964
-
-
-def t_quantile_table(df: float) -> float:
-    """t(0.975, df) without scipy: the table for df <= 30, with a non-integer df (Welch) rounded
-    down, which is conservative (the interval is never narrower than the exact one); above 30 the
-    Cornish-Fisher expansion (error < 1e-4)."""
-    if not df >= 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df <= 30:
-        return T_TABLE_975[int(math.floor(df)) - 1]
-    z = Z_975
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+Z_975 = float(norm.ppf(0.5 + CONFIDENCE / 2))  # 1.959964: the normal quantile of a 95% interval
 
 
 def t_quantile(df: float) -> float:
-    """t(0.975, df): scipy's when installed (it is optional), else `t_quantile_table`."""
-    try:
-        from scipy.stats import t as student_t
-    except ImportError:
-        return t_quantile_table(df)
+    """t(0.975, df), Student's two-sided 95% quantile, for any real df >= 1 (Welch's df is not an
+    integer): scipy's `t.ppf`."""
+    if not df >= 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
     return float(student_t.ppf(0.5 + CONFIDENCE / 2, df))
 
 
