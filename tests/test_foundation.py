@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import tiny_model
-from unified.data.batches import (Curriculum, CurriculumConfig, encode_example, heldout_examples, prompt_split,
+from unified.data.batches import (Curriculum, CurriculumConfig, encode_example, heldout_sets, prompt_split,
                                   sample_split)
 from unified.data.tasks import TASKS, resolve_tasks
 from unified.errors import CheckpointError, DataError, UnknownNameError
@@ -83,8 +83,8 @@ def test_heldout_splits_are_disjoint_from_training() -> None:
     tasks = resolve_tasks(None)
     cur = Curriculum(CurriculumConfig(seq_len=128, tokens_per_step=1024, alg_tokens=10_000), ByteTokenizer(),
                      tasks, None, seed=0)
-    eval_prompts = {e.prompt for exs in heldout_examples(tasks, "eval", 50, seed=0).values() for e in exs}
-    val_prompts = {e.prompt for exs in heldout_examples(tasks, "val", 50, seed=0).values() for e in exs}
+    eval_prompts = {e.prompt for exs in heldout_sets(tasks, "eval", 50, seed=0).values() for e in exs}
+    val_prompts = {e.prompt for exs in heldout_sets(tasks, "val", 50, seed=0).values() for e in exs}
     assert len(eval_prompts) > 300 and len(val_prompts) > 300 and not (eval_prompts & val_prompts)
     assert all(prompt_split(p) == "eval" for p in eval_prompts)
     trained = [p for s in range(0, 60, 3) for row in cur.batch(s, range(8))[0].tolist() for p in _row_prompts(row)]

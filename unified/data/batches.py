@@ -269,15 +269,6 @@ def _difficulty_cell(task: Task, split: str, difficulty: int, share: int, seed: 
     return list(picked.values())
 
 
-def heldout_examples(tasks: Sequence[Task], split: str, n_per_task: int, seed: int,
-                     difficulty: int | None = None) -> dict[str, list[Example]]:
-    """Deprecated shim for older callers: `heldout_cell` per task at `difficulty` (the whole
-    train range when None), by task name. New code calls `heldout_cell` directly."""
-    return {t.name: heldout_cell(t, split, [difficulty] if difficulty is not None
-                                 else range(t.train_range[0], t.train_range[1] + 1), n_per_task, seed)
-            for t in tasks}
-
-
 def heldout_sets(tasks: Sequence[Task], split: str, n_per_task: int, seed: int) -> dict[str, list[Example]]:
     """`heldout_cell` over each task's whole train range, by task name (the validation sets)."""
     return {t.name: heldout_cell(t, split, range(t.train_range[0], t.train_range[1] + 1), n_per_task, seed)

@@ -29,7 +29,6 @@ import math
 import random
 import string
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -192,11 +191,6 @@ class StoryGrammar:
             logp += math.log2(e.prob)
             s = e.next
         return "".join(parts), logp
-
-    def stories(self, rng: random.Random) -> Iterator[str]:
-        """An endless stream of stories drawn with `rng`."""
-        while True:
-            yield self.sample(rng)[0]
 
     # ---- exact scoring ----------------------------------------------------------------------
     def log2_prob(self, text: str) -> float:
