@@ -93,6 +93,20 @@ def test_bench_case_and_report() -> None:
         run.split_list("baseline,nope", ["baseline"], "bench row")
 
 
+def test_rewriting_results_keeps_the_hand_kept_part(tmp_path) -> None:
+    """bench/run.py rewrites RESULTS.md but keeps, from its marker on, the measurements of the
+    other bench scripts, so every timing stays in that one file."""
+    import run
+
+    out = tmp_path / "RESULTS.md"
+    run.write_markdown(out, "# Benchmark results\n\nold\n")
+    assert out.read_text() == "# Benchmark results\n\nold\n"  # no marker: nothing to keep
+    out.write_text("# Benchmark results\n\nold\n\n" + run.HAND_KEPT + "\n\n## kept\n\n| a | 1 |\n")
+    run.write_markdown(out, "# Benchmark results\n\nnew\n")
+    text = out.read_text()
+    assert "new" in text and "old" not in text and text.endswith(run.HAND_KEPT + "\n\n## kept\n\n| a | 1 |\n")
+
+
 def test_tanh_reservoir_scans_in_float32_under_bf16_autocast(monkeypatch) -> None:
     """The per-step recurrence gets W in float32 under bf16 autocast (the scan runs with autocast
     disabled, `float32_scan`); the loss matches fp32 loosely (the rest of the model is bf16)."""
