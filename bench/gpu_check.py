@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         k = ssd_scan.FusedKernels(w.chunk_scan, w.state_update, w.conv, w.conv_update)
         torch.cuda.device = lambda index: contextlib.nullcontext()  # the wrappers enter it around launches
     elif device.startswith("cuda") and k.chunk_scan is None:
-        reason = "mamba_ssm does not import here: install it (README, GPU section)"
+        reason = "mamba_ssm does not import here: install it (docs/gpu.md)"
     results: dict[str, Any] = {"env": env_section(args, device), "settings": {**cfg, "cuts": list(cfg["cuts"])}}
     sections: list[tuple[str, Callable[[], Any]]] = [
         ("peak", lambda: measure.matmul_peak(cfg["peak_sizes"], cfg["peak_reps"], device)),

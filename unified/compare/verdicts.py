@@ -2,7 +2,7 @@
 overrides, eval options, eval version) over seeds, and `verdict` judges a group against its
 baseline group with `CRITERIA` (`unified.compare.comparison.compare` does both for a set of runs).
 
-Statistics (`unified.compare.stats`, documented in README "Verdicts"):
+Statistics (`unified.compare.stats`, documented in docs/comparing.md#verdicts-criteria-and-statistics):
 - a group's metric is the mean over its seeds with a 95% t-interval, mean +- t(0.975, n-1) s/sqrt(n);
 - a criterion is a linear contrast c = mean(variant) - k * mean(baseline) - delta whose sign says
   whether it holds; its 95% interval is Welch's (unequal variances, Welch-Satterthwaite degrees

@@ -59,7 +59,7 @@ class Task:
     ood_values: tuple[int, ...] = ()
     description: str = ""
     tag: str = ""
-    twin_class: str = "prompt alone"  # one-line name of the equivalence class (README table)
+    twin_class: str = "prompt alone"  # one-line name of the equivalence class (docs/data.md table)
 
     # ---- sampling ------------------------------------------------------------------------
     def sample(self, rng: random.Random, difficulty: int) -> Example:

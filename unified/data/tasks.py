@@ -93,7 +93,7 @@ def resolve_tasks(names: str | Sequence[str] | None) -> list[Task]:
 def ranges_table_markdown() -> str:
     """Markdown table of every task's ranges with one example drawn by random.Random(0).
 
-    The example is taken at the top of the train range so the README shows a typical prompt.
+    The example is taken at the top of the train range so docs/data.md shows a typical prompt.
     The tokens column is the exact "BOS prompt answer EOS" length range of training under the
     byte tokenizer and the shortest default OOD example (always longer), from `char_bounds`.
     """

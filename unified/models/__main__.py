@@ -1,4 +1,4 @@
-"""`python -m unified.models`: the README's parameter-count tables, one per vocabulary size,
+"""`python -m unified.models`: the parameter-count tables of docs/variants.md, one per vocabulary size,
 computed from the registered variants on the meta device."""
 from unified.models.base import scale_table_markdown
 

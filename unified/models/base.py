@@ -299,7 +299,7 @@ def scale_table(vocab_sizes: tuple[int, ...] = (259, 32000), variants: list[str]
 
 def scale_table_markdown(vocab_size: int) -> str:
     """Markdown table (sizes x variants) of real parameter counts at `vocab_size`; frozen
-    weights shown separately. Used for the README: `python -m unified.models`."""
+    weights shown separately. Used for docs/variants.md: `python -m unified.models`."""
     import pandas as pd
 
     rows = scale_table((vocab_size,))

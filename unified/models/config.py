@@ -65,7 +65,7 @@ def _swiglu_hidden(d_model: int) -> int:
 
 
 # Named scales. pico / micro are CPU scales for tests and laptops; the rest follow the reference
-# ladder. Parameter counts in the README are computed from these by `python -m unified.models`.
+# ladder. Parameter counts in docs/variants.md are computed from these by `python -m unified.models`.
 SCALES: dict[str, dict[str, Any]] = {
     "pico": dict(d_model=64, n_layers=2, n_heads=4, max_seq_len=256),
     "micro": dict(d_model=256, n_layers=4, n_heads=4, max_seq_len=256),

@@ -139,7 +139,7 @@ def _try_import(what: str, load: Callable[[], tuple]) -> tuple:
 
 def _load_mamba() -> tuple:
     """mamba-ssm's Mamba-2 Triton kernels. A full install imports normally. An install without its
-    CUDA extension (`MAMBA_SKIP_CUDA_BUILD=TRUE`, README "GPU") fails in mamba_ssm/__init__.py,
+    CUDA extension (`MAMBA_SKIP_CUDA_BUILD=TRUE`, docs/gpu.md) fails in mamba_ssm/__init__.py,
     which imports the Mamba-1 extension `selective_scan_cuda` that the Mamba-2 Triton kernels
     never use; then the package is registered without running that __init__ and the Triton
     modules import from the installed folder."""
