@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from unified.errors import ConfigError
+from unified.ops.precision import float32_scan, scan_dtype
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
 
@@ -71,8 +72,8 @@ def signed_scan_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, B: t
     initial_state (b, H, P, N) or None. Returns y (b, T, H, P) in x's dtype (no D skip term) and
     the final state (b, H, P, N) in at least float32. Any T: the last chunk is padded with a = 1
     and dt = 0, which leave the state unchanged."""
-    dtype, work = x.dtype, torch.promote_types(x.dtype, torch.float32)
-    with torch.autocast(x.device.type, enabled=False):
+    dtype, work = x.dtype, scan_dtype(x)
+    with float32_scan(x):
         x, dt, a, B, C = (t.to(work) for t in (x, dt, a, B, C))
         b, T, H, P = x.shape
         N = B.shape[-1]
@@ -108,8 +109,8 @@ def signed_scan_step(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, B: torc
                      state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: x (b, H, P), dt and a (b, H), B and C (b, N), state (b, H, P, N).
     Returns y (b, H, P) in x's dtype and the new state in at least float32."""
-    dtype, work = x.dtype, torch.promote_types(x.dtype, torch.float32)
-    with torch.autocast(x.device.type, enabled=False):
+    dtype, work = x.dtype, scan_dtype(x)
+    with float32_scan(x):
         x, dt, a, B, C, state = (t.to(work) for t in (x, dt, a, B, C, state))
         state = a[..., None, None] * state + (x * dt[..., None])[..., None] * B[:, None, None, :]
         y = (state @ C[:, None, :, None]).squeeze(-1)
