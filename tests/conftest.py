@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_forkserver import ForkServer
 from helpers import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,3 +25,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def cli():
+    """The CLIs, imported once per test module; each run is a forked process (tests/cli_forkserver.py)."""
+    server = ForkServer()
+    yield server
+    server.close()

@@ -37,14 +37,6 @@ _NO_CUDA = (("cuda", "--device 'cuda': CUDA is not available on this machine") i
 
 
 @pytest.fixture(scope="module")
-def cli():
-    """The CLIs, imported once; each run is a forked process."""
-    server = ForkServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def earlier(tmp_path_factory) -> Path:
     """Earlier outputs and bad files: a finished run `prev` (checkpoints, metrics, a results file),
     a run `broken` whose last.pt is corrupt, a BPE tokenizer.json, and assorted bad data files."""

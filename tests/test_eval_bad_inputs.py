@@ -19,13 +19,6 @@ EARLIER = '{"meta": {"grid_version": "2"}, "algorithmic": {"exact_match": 0.25}}
 
 
 @pytest.fixture(scope="module")
-def cli():
-    server = ForkServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def earlier(tmp_path_factory) -> Path:
     """Checkpoints of a shared_loop (n_loops overridable) and an act model (K), each folder with
     an as-trained results_algorithmic.json written earlier."""
