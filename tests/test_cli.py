@@ -85,3 +85,15 @@ def test_resume_continues_from_last_checkpoint(trained: Path) -> None:
 
 
 # Bad inputs (one stderr line, exit 2, earlier outputs kept) are the table in test_bad_inputs.py.
+
+
+def test_loss_png_plots_train_cross_entropy_not_the_objective() -> None:
+    """loss.png sets train loss beside validation cross-entropy: the train curve must be `ce_loss`
+    (without ACT's ponder cost), falling back to `loss` for runs logged before ce_loss existed."""
+    import pandas as pd
+
+    from unified.train.plots import train_cross_entropy
+    new = pd.DataFrame({"loss": [5.0, 4.0], "ce_loss": [3.0, 2.5]})
+    assert train_cross_entropy(new).tolist() == [3.0, 2.5]
+    old = pd.DataFrame({"loss": [5.0, 4.0]})
+    assert train_cross_entropy(old).tolist() == [5.0, 4.0]

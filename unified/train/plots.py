@@ -14,6 +14,14 @@ import pandas as pd  # noqa: E402
 from unified.train.runlog import read_metrics
 
 
+def train_cross_entropy(train: pd.DataFrame) -> pd.Series:
+    """The train records' cross-entropy, comparable with the validation curves: `ce_loss` (the logged
+    `loss` adds a variant's auxiliary term, e.g. ACT's ponder cost); runs logged before it existed: `loss`."""
+    if "ce_loss" in train and train.ce_loss.notna().all():
+        return train.ce_loss
+    return train.loss
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write loss.png and accuracy.png of a run folder from its metrics.jsonl; returns the paths."""
     run_dir = Path(run_dir)
@@ -24,7 +32,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if not train.empty:
-        ax.plot(train.tokens, train.loss, label="train loss", lw=1, alpha=0.8)
+        ax.plot(train.tokens, train_cross_entropy(train), label="train loss (cross-entropy)", lw=1, alpha=0.8)
     for col, label in (("val_loss", "validation loss"), ("val_lang_loss", "validation loss (language)")):
         if col in val and val[col].notna().any():
             ax.plot(val.tokens, val[col], "o-", label=label, ms=3)
