@@ -115,18 +115,13 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def check_train_args(variants: list[str], size: str, train_args: list[str]) -> None:
     """Fail before any training when train.py would reject its options: parse them with
     train.py's own options (`unified.train.flags`) (bad flag -> its one-line error, exit 2), check the values with
-    `TrainConfig.validate` and the --set model options against every variant."""
-    from unified.cli import parse_overrides
-    from unified.models import split_overrides
-    from unified.train.config import TrainConfig
-    from unified.train.flags import add_train_arguments
+    `unified.train.resolve.resolve` (which checks the --set model options against the variant)."""
+    from unified.train.flags import add_train_arguments, config_from_args
+    from unified.train.resolve import resolve
 
     for variant in variants:
         parser = add_train_arguments(ArgumentParser(prog="train.py"))
-        parsed = vars(parser.parse_args(["--variant", variant, "--model_size", size, *train_args]))
-        overrides = parse_overrides(parsed.pop("overrides"))
-        TrainConfig(**parsed, model_overrides=overrides).validate()
-        split_overrides(variant, overrides)
+        resolve(config_from_args(parser.parse_args(["--variant", variant, "--model_size", size, *train_args])))
 
 
 def split_eval_args(text: str) -> list[str]:

@@ -1,17 +1,16 @@
 """Train one variant at one scale: python train.py --model_size nano --variant act
 
-Thin wrapper: parses arguments (`unified.train.flags`) into `unified.train.config.TrainConfig`
-and calls `unified.train.trainer.train`.
+Thin wrapper: parses arguments (`unified.train.flags`, derived from `unified.train.config.TrainConfig`)
+into a TrainConfig and calls `unified.train.trainer.train`, which resolves it before any data is read.
+`--config FILE` takes options from a file (a run's config.json reruns it); flags override it.
 Several GPUs (or CPU processes): torchrun --nproc_per_node=N train.py ... (docs/reliability.md).
 """
 from __future__ import annotations
 
-import argparse
-
-from unified.cli import ArgumentParser, parse_overrides, run_cli
+from unified.cli import ArgumentParser, run_cli
 from unified.text.textcache import set_offline_if_unreachable
-from unified.train.config import TrainConfig
-from unified.train.flags import add_train_arguments
+from unified.train.flags import add_train_arguments, config_from_args, given_options
+from unified.train.resolve import resolve
 from unified.train.trainer import train
 
 
@@ -22,29 +21,19 @@ def build_parser() -> ArgumentParser:
                     "torchrun --nproc_per_node=N train.py ... (--batch_size is per process)."))
 
 
-def given_options(argv: list[str] | None) -> set[str]:
-    """TrainConfig fields set explicitly on the command line (on --resume the others take the
-    stored run's values): the parse of `argv` with every default suppressed."""
-    probe = build_parser()
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS
-    given = set(vars(probe.parse_args(argv)))
-    return {"model_overrides" if name == "overrides" else name for name in given}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    resolve(cfg)  # every name and value checked before the network probe, any data or any model
     set_offline_if_unreachable()
-    kw = {k: v for k, v in vars(args).items() if k != "overrides"}
-    cfg = TrainConfig(**kw, model_overrides=parse_overrides(args.overrides))
-    summary = train(cfg, given=given_options(argv))
+    summary = train(cfg, given=given_options(args))
     if summary:
         out = summary["output_dir"]
         print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_time_s']:.0f}s, "
               f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}, best val loss "
               f"{summary['best_val_loss']:.4f} at step {summary['best_step']}")
         extra = " tokenizer.json" if summary["tokenizer"].startswith("bpe:") else ""
-        extra += " curriculum.png" if args.use_task_curriculum else ""
+        extra += " curriculum.png" if cfg.use_task_curriculum else ""
         print(f"outputs in {out}: best_model.pt last.pt metrics.jsonl summary.json loss.png accuracy.png{extra}")
     return 0
 

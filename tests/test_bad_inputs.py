@@ -41,8 +41,8 @@ def earlier(tmp_path_factory) -> Path:
     """Earlier outputs and bad files: a finished run `prev` (checkpoints, metrics, a results file),
     a run `broken` whose last.pt is corrupt, a BPE tokenizer.json, and assorted bad data files."""
     root = tmp_path_factory.mktemp("earlier")
-    train(TrainConfig(model_size="pico", max_steps=4, eval_every=2, log_every=1, batch_size=2, seq_len=64,
-                      eval_samples=1, lang_dataset="none", alg_tasks="parity", output_dir=str(root / "prev")))
+    train(TrainConfig.from_flat(model_size="pico", max_steps=4, eval_every=2, log_every=1, batch_size=2, seq_len=64,
+                                eval_samples=1, lang_dataset="none", alg_tasks="parity", output_dir=str(root / "prev")))
     (root / "prev" / "results_algorithmic.json").write_text('{"meta": {}, "algorithmic": {"exact_match": 0.0}}\n')
     shutil.copytree(root / "prev", root / "broken")
     (root / "broken" / "last.pt").write_bytes(os.urandom(4096))
@@ -136,11 +136,11 @@ CASES: list[tuple[str, str, list[str], str, Callable[[Path], None] | None]] = [
     ("unknown-variant", "train.py", ["--variant", "nope"], "unknown variant 'nope'; accepted: baseline, shared_loop", None),
     ("unknown-size", "train.py", ["--model_size", "2B"], "unknown model size '2B'; accepted: pico, micro, nano", None),
     ("unknown-task", "train.py", ["--alg_tasks", "parity,nope"], "unknown task 'nope'", None),
-    ("batch-size-0", "train.py", ["--batch_size", "0"], "--batch_size must be >= 1, got 0", None),
-    ("negative-budget", "train.py", ["--total_tokens", "-5"], "--total_tokens must be >= 1, got -5", None),
-    ("zero-steps", "train.py", ["--max_steps", "0"], "--max_steps must be >= 1, got 0", None),
-    ("negative-alg-budget", "train.py", ["--alg_tokens", "-1"], "--alg_tokens must be >= 0, got -1", None),
-    ("unknown-dtype", "train.py", [*T, "--dtype", "fp8"], "invalid choice: 'fp8'", None),
+    ("batch-size-0", "train.py", ["--batch_size", "0"], "--batch_size must be an integer >= 1, got 0", None),
+    ("negative-budget", "train.py", ["--total_tokens", "-5"], "--total_tokens must be an integer >= 1, got -5", None),
+    ("zero-steps", "train.py", ["--max_steps", "0"], "--max_steps must be an integer >= 1, got 0", None),
+    ("negative-alg-budget", "train.py", ["--alg_tokens", "-1"], "--alg_tokens must be an integer >= 0, got -1", None),
+    ("unknown-dtype", "train.py", [*T, "--dtype", "fp8"], "unknown --dtype 'fp8'; accepted: fp32, bf16, fp16", None),
     ("unknown-model-option", "train.py", [*T, "--set", "nope=1"], "unknown option for variant 'baseline' 'nope'", None),
     ("missing-data-file", "train.py", ["--lang_data", "missing.txt"], "does not exist", None),
     ("empty-data-file", "train.py", [*T, "--lang_dataset", "empty.txt"], "'empty.txt' is empty", None),

@@ -104,8 +104,8 @@ def test_grad_accum_and_batch_split_give_the_same_training(tmp_path: Path) -> No
     numbers of answer tokens). Validation loss is per token too, so it does not depend on batching."""
     common = dict(model_size="pico", max_steps=4, eval_every=2, log_every=1, seq_len=64, eval_samples=1,
                   alg_tasks="parity,copy,addition", lang_dataset="none", total_tokens=100_000)
-    train(TrainConfig(**common, batch_size=4, grad_accum=1, output_dir=str(tmp_path / "a")))
-    train(TrainConfig(**common, batch_size=2, grad_accum=2, output_dir=str(tmp_path / "b")))
+    train(TrainConfig.from_flat(**common, batch_size=4, grad_accum=1, output_dir=str(tmp_path / "a")))
+    train(TrainConfig.from_flat(**common, batch_size=2, grad_accum=2, output_dir=str(tmp_path / "b")))
     for kind, key in (("train", "loss"), ("train", "grad_norm"), ("val", "val_loss")):
         xa = [r[key] for r in _records(tmp_path / "a", kind)]
         xb = [r[key] for r in _records(tmp_path / "b", kind)]
@@ -118,9 +118,9 @@ def test_step_objective_has_the_gradients_of_the_model_loss_for_one_batch(tmp_pa
     (cross-entropy mean + auxiliary loss, e.g. ACT's ponder cost): same value, same gradients."""
     from unified.train.trainer import Trainer
 
-    cfg = TrainConfig(variant=variant, model_size="pico", batch_size=3, seq_len=48, lang_dataset="none",
-                      alg_tasks="parity,copy", max_steps=2, output_dir=str(tmp_path / "r"),
-                      model_overrides={"K": 2} if variant == "act" else {})
+    cfg = TrainConfig.from_flat(variant=variant, model_size="pico", batch_size=3, seq_len=48, lang_dataset="none",
+                                alg_tasks="parity,copy", max_steps=2, output_dir=str(tmp_path / "r"),
+                                model_overrides={"K": 2} if variant == "act" else {})
     t = Trainer(cfg)
     loss, aux = t.forward_backward()
     grads = {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}

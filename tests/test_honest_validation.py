@@ -24,7 +24,7 @@ def _act_trainer(tmp_path: Path, **kw) -> Trainer:
                alg_tasks="parity,copy", max_steps=2, eval_every=1, log_every=1, output_dir=str(tmp_path / "run"),
                eval_samples=2, val_rows=4, val_lang_tokens=SEQ * 10, model_overrides={"K": 2, "lambda_ponder": 10.0})
     cfg.update(kw)
-    return Trainer(TrainConfig(**cfg))
+    return Trainer(TrainConfig.from_flat(**cfg))
 
 
 def _records(run: Path, kind: str) -> list[dict]:

@@ -177,8 +177,8 @@ def test_a_non_finite_validation_loss_stops_the_run_without_a_checkpoint(tmp_pat
         return rec
 
     monkeypatch.setattr(Trainer, "validate", nan_at_step_4)
-    cfg = TrainConfig(model_size="pico", max_steps=6, eval_every=2, log_every=1, batch_size=2, seq_len=64,
-                      eval_samples=1, lang_dataset="none", alg_tasks="parity", output_dir=str(tmp_path / "v"))
+    cfg = TrainConfig.from_flat(model_size="pico", max_steps=6, eval_every=2, log_every=1, batch_size=2, seq_len=64,
+                                eval_samples=1, lang_dataset="none", alg_tasks="parity", output_dir=str(tmp_path / "v"))
     with pytest.raises(TrainingError, match=r"non-finite validation loss \(val_loss nan\) at step 4; training "
                                             r"stopped, last good checkpoint kept \(last\.pt, step 2, in "):
         train(cfg)
@@ -192,8 +192,8 @@ def test_python_api_resume_takes_the_stored_options_that_were_not_given(tmp_path
     only output_dir, resume and a longer max_steps continues the pico run it finds."""
     common = dict(model_size="pico", eval_every=2, log_every=1, batch_size=2, seq_len=64, eval_samples=1,
                   lang_dataset="none", alg_tasks="parity", output_dir=str(tmp_path / "p"))
-    train(TrainConfig(**common, max_steps=2))
-    summary = train(TrainConfig(output_dir=str(tmp_path / "p"), resume=True, max_steps=4))
+    train(TrainConfig.from_flat(**common, max_steps=2))
+    summary = train(TrainConfig.from_flat(output_dir=str(tmp_path / "p"), resume=True, max_steps=4))
     assert summary["steps"] == 4 and summary["size"] == "pico"
     assert json.loads((tmp_path / "p" / "config.json").read_text())["history"][0]["changed"] == {
         "max_steps": {"from": 2, "to": 4}}

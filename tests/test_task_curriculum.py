@@ -166,11 +166,11 @@ def test_training_logs_decisions_plots_and_resumes_onto_the_same_curve(tmp_path,
                   seq_len=64, eval_samples=6, val_rows=2, total_tokens=100_000, lang_dataset="none",
                   alg_tasks="compare,successor,chain", use_task_curriculum=True, task_curriculum_strategy="dag",
                   curriculum_min_task_evals=1, model_overrides={"d_model": 32, "n_layers": 1})
-    Trainer(TrainConfig(output_dir=str(tmp_path / "a"), **common)).run()
+    Trainer(TrainConfig.from_flat(output_dir=str(tmp_path / "a"), **common)).run()
     with pytest.raises(_Interrupted):
-        KilledAtStep6(TrainConfig(output_dir=str(tmp_path / "b"), **common)).run()
+        KilledAtStep6(TrainConfig.from_flat(output_dir=str(tmp_path / "b"), **common)).run()
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 6
-    Trainer(TrainConfig(output_dir=str(tmp_path / "b"), resume=True, **common)).run()
+    Trainer(TrainConfig.from_flat(output_dir=str(tmp_path / "b"), resume=True, **common)).run()
     recs = {k: read_metrics(tmp_path / k / "metrics.jsonl") for k in "ab"}
     decisions = [r for r in recs["a"] if r["kind"] == "curriculum" and r["action"] != "state"]
     assert {"raise", "mastered", "unlock"} <= {d["action"] for d in decisions}
@@ -187,5 +187,5 @@ def test_training_logs_decisions_plots_and_resumes_onto_the_same_curve(tmp_path,
     assert len(snaps["a"]) == len(snaps["b"]) == 12 and snaps["a"] == snaps["b"]
     # the resume contract: a curriculum option that differs from the stored run is refused
     with pytest.raises(ConfigError, match="alg_tasks"):
-        Trainer(TrainConfig(output_dir=str(tmp_path / "b"), resume=True,
-                            **{**common, "alg_tasks": "compare,successor", "max_steps": 14})).run()
+        Trainer(TrainConfig.from_flat(output_dir=str(tmp_path / "b"), resume=True,
+                                      **{**common, "alg_tasks": "compare,successor", "max_steps": 14})).run()

@@ -104,12 +104,13 @@ def test_wandb_is_offline_unless_logged_in_and_keeps_one_run_per_folder(tmp_path
 
 def test_training_with_tensorboard_logs_exactly_the_metrics_jsonl_numbers(tmp_path: Path) -> None:
     from unified.train.config import TrainConfig
+    from unified.train.resolve import resolve
     from unified.train.trainer import train
 
     out = tmp_path / "run"
-    cfg = TrainConfig(model_size="pico", max_steps=8, eval_every=4, log_every=2, batch_size=2, seq_len=32,
-                      eval_samples=1, val_rows=2, total_tokens=10_000, lang_dataset="none", alg_tasks="parity,copy",
-                      output_dir=str(out), device="cpu", report_to="tensorboard")
+    cfg = TrainConfig.from_flat(model_size="pico", max_steps=8, eval_every=4, log_every=2, batch_size=2, seq_len=32,
+                                eval_samples=1, val_rows=2, total_tokens=10_000, lang_dataset="none",
+                                alg_tasks="parity,copy", output_dir=str(out), device="cpu", report_to="tensorboard")
     train(cfg)
     ev = _events(out)
     records = [r for r in read_metrics(out / "metrics.jsonl") if r.get("kind") in ("train", "val")]
@@ -123,4 +124,4 @@ def test_training_with_tensorboard_logs_exactly_the_metrics_jsonl_numbers(tmp_pa
         assert [s for s, _ in ev[tag]] == [s for s, _ in points], tag
         assert [v for _, v in ev[tag]] == pytest.approx([v for _, v in points], rel=1e-6), tag
     with pytest.raises(UnknownNameError, match="--report_to"):
-        TrainConfig(report_to="tensorbord").validate()
+        resolve(TrainConfig.from_flat(report_to="tensorbord"))

@@ -15,6 +15,7 @@ import threading
 from typing import Callable
 
 from unified.errors import UnifiedError
+from unified.models.optioncheck import parse_overrides  # noqa: F401  (the CLIs' --set / --override)
 
 
 class Terminated(BaseException):
@@ -69,25 +70,3 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, object]:
-    """KEY=VALUE strings -> dict with ints, floats and booleans converted."""
-    out: dict[str, object] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UnifiedError(f"override {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _convert(value.strip())
-    return out
-
-
-def _convert(value: str) -> object:
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value

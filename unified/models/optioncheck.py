@@ -124,3 +124,25 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
             type(None): "none"}.get(hint, str(hint))
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, object]:
+    """KEY=VALUE strings -> dict with ints, floats and booleans converted."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _convert(value.strip())
+    return out
+
+
+def _convert(value: str) -> object:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

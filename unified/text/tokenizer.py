@@ -125,6 +125,11 @@ class BPETokenizer:
         return path
 
 
+def is_bpe_name(name: str) -> bool:
+    """Whether `name` is a well-formed BPE name: `bpe:N` (to train) or `bpe:N:<12 hex digits>` (trained)."""
+    return _BPE_NAME.match(name) is not None
+
+
 def bpe_size(name: str) -> int | None:
     """N of an untrained `bpe:N` request, else None (a trained `bpe:N:<hash>` name returns None)."""
     m = _BPE_NAME.match(name)

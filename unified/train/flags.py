@@ -1,84 +1,146 @@
-"""train.py's command-line options, declared once here so train.py and ladder.py (which checks a
-ladder's training options before anything trains) parse them with the same parser.
+"""train.py's command line, derived from `TrainConfig`'s declarations (`unified.train.config`),
+so train.py and ladder.py (which checks a ladder's training options before anything trains)
+parse them with the same parser and build the config the same way (`config_from_args`).
 
-`add_train_arguments(parser)` adds every option to the given parser (the CLIs pass
-`unified.cli.ArgumentParser`, whose errors are one line and exit 2); the defaults come from
-`TrainConfig`.
+Every leaf of every section is one flag named by its flat name (`--lr`, `--seq_len`,
+`--curriculum_patience`), with the help, default and accepted names of its declaration
+(the names and ranges are checked by `unified.train.resolve.resolve`, for flags and files
+alike). Model options are `--set KEY=VALUE` (repeatable); `--task_curriculum_strategy` is a
+hidden alias of `--curriculum_strategy`. No dotted flags (`--optim.lr`): one flag per option;
+the sections appear as groups in --help and as nested tables in a `--config` file.
+
+`--config FILE` (JSON; YAML with pyyaml) holds options as flat names or nested by section
+({"optim": {"lr": 1e-3}}); a run's own config.json is such a file (its run-record keys are
+skipped; `--lang_dataset auto` takes the source that run used), so
+`train.py --config RUN/config.json --output_dir NEW` reruns RUN. Flags given on the command line
+override the file; an unknown key is a one-line error naming it and the accepted ones.
+
+Parsed flags hold only what was given (defaults are `argparse.SUPPRESS`), which is also the set
+of options `--resume` treats as given (`given_options`).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import typing
+from pathlib import Path
+from typing import Any
 
-from unified.models.config import SCALES
-from unified.ops.precision import MATMUL_PRECISIONS
-from unified.text.corpus import describe_sources
-from unified.train.config import TrainConfig
-from unified.train.tracking import REPORT_TO
+from unified.errors import ConfigError, UnknownNameError
+from unified.models.optioncheck import parse_overrides
+from unified.train.config import LEAVES, LEGACY_FLAT, SECTIONS, Leaf, TrainConfig
+
+ALIASES = {"curriculum_strategy": ("--task_curriculum_strategy",)}  # hidden, older names
+# keys of a run's config.json that record the run rather than set an option (skipped by --config)
+RUN_RECORD_KEYS = ("total_steps", "tokens_per_step", "world_size", "language_source", "language", "tokenizer_name",
+                   "procedural_bytes", "arguments", "history")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add train.py's options (one per `TrainConfig` field; `--set` collects model overrides
-    into `overrides`) to `p` and return it."""
-    d = TrainConfig()
-    p.add_argument("--variant", default=d.variant, help="baseline, shared_loop, latent, act, ssm, ssm_mem, "
-                   "reservoir, liquid, hrnn, rsm")
-    p.add_argument("--model_size", default=d.model_size, help=f"one of {', '.join(SCALES)}")
-    p.add_argument("--output_dir", default=None, help="default runs/<size>_<variant> (a suffix is added if taken)")
-    p.add_argument("--seed", type=int, default=d.seed, help="weights, data and dropout seed")
-    p.add_argument("--tokenizer", default=d.tokenizer,
-                   help="byte; bpe:N (byte-level BPE of N tokens trained on the language training text, saved "
-                        "as tokenizer.json); or an HF tokenizer name / local path")
-    p.add_argument("--batch_size", type=int, default=d.batch_size, help="sequences per micro-batch per process")
-    p.add_argument("--seq_len", type=int, default=d.seq_len)
-    p.add_argument("--grad_accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 pico/micro, 6e-4 above)")
-    p.add_argument("--min_lr_ratio", type=float, default=d.min_lr_ratio)
-    p.add_argument("--weight_decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup_steps", type=int, default=None, help="default 5%% of steps, at most 500")
-    p.add_argument("--schedule", default=d.schedule, choices=["cosine", "wsd", "constant"])
-    p.add_argument("--total_tokens", type=int, default=d.total_tokens, help="training budget in tokens")
-    p.add_argument("--alg_tokens", type=int, default=None,
-                   help="end of the algorithmic phase (default: half the run's tokens; all with --lang_dataset none)")
-    p.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps")
-    p.add_argument("--alg_tasks", default=d.alg_tasks, help="comma-separated task names, or all")
-    p.add_argument("--lang_dataset", default=d.lang_dataset,
-                   help=f"language phase data: {describe_sources()}. auto = TinyStories when cached or "
-                        f"reachable, else the offline procedural story corpus; none = algorithmic phase only")
-    p.add_argument("--lang_data", default=None, help="local .txt file or folder (same as --lang_dataset PATH)")
-    p.add_argument("--lang_max_tokens", type=int, default=None,
-                   help="cap on the training tokens taken from a hub dataset (cached separately)")
-    p.add_argument("--lang_alg_fraction", type=float, default=d.lang_alg_fraction,
-                   help="algorithmic share kept in the language phase")
-    p.add_argument("--use_task_curriculum", action="store_true",
-                   help="per-task competence curriculum: EMA of validation exact match moves each task's "
-                        "difficulty and reweights sampling toward unmastered tasks")
-    p.add_argument("--task_curriculum_strategy", default=d.task_curriculum_strategy, choices=["competence", "dag"],
-                   help="dag: also unlock tasks in dependency order, replaying mastered ones")
-    p.add_argument("--curriculum_cooldown", type=int, default=d.curriculum_cooldown,
-                   help="steps between two difficulty changes of one task")
-    p.add_argument("--curriculum_min_task_evals", type=int, default=d.curriculum_min_task_evals,
-                   help="validations at a difficulty before the curriculum may change it")
-    p.add_argument("--curriculum_jitter", type=float, default=d.curriculum_jitter,
-                   help="share of a task's examples replayed at an easier difficulty")
-    p.add_argument("--curriculum_replay", type=float, default=d.curriculum_replay,
-                   help="dag: share of algorithmic rows given to mastered tasks")
-    p.add_argument("--eval_every", type=int, default=d.eval_every, help="steps between validation + checkpoint")
-    p.add_argument("--eval_samples", type=int, default=d.eval_samples, help="validation prompts per task")
-    p.add_argument("--val_lang_tokens", type=int, default=d.val_lang_tokens,
-                   help="held-out language tokens scored at each validation (val_lang_loss and its stderr)")
-    p.add_argument("--log_every", type=int, default=d.log_every)
-    p.add_argument("--grad_clip", type=float, default=d.grad_clip)
-    p.add_argument("--dtype", default=d.dtype, choices=["fp32", "bf16", "fp16"], help="autocast precision")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    p.add_argument("--matmul_precision", default=d.matmul_precision, choices=MATMUL_PRECISIONS,
-                   help="float32 matmul path; auto: the fast oneDNN path ('medium') where its error vs float64 "
-                        "is float32-level, else 'highest' (see docs/performance.md)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output_dir from last.pt")
-    p.add_argument("--report_to", default=d.report_to, choices=REPORT_TO,
-                   help="also log metrics.jsonl's numbers to TensorBoard (event files in the run folder) or W&B "
-                        "(optional package; offline unless logged in)")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                   help="model option override, repeatable (e.g. --set n_loops=4 --set dropout=0.1)")
-    p.add_argument("--debug_nan_step", type=int, default=None, help=argparse.SUPPRESS)
+    """Add train.py's options to `p` (one per `TrainConfig` leaf, grouped by section; `--set`
+    collects model options, `--config` names an options file) and return it."""
+    groups = {name: p.add_argument_group(f"{name} options", (cls.__doc__ or "").split("\n")[0])
+              for name, cls in SECTIONS.items()}
+    groups["curriculum"].description = "per-task curriculum (--use_task_curriculum): unified.data.task_curriculum"
+    for leaf in LEAVES.values():
+        if leaf.name == "model_overrides":
+            groups[leaf.section].add_argument("--set", dest="model_overrides", action="append", metavar="KEY=VALUE",
+                                              default=argparse.SUPPRESS, help=leaf.meta["help"])
+            continue
+        _add_leaf(groups[leaf.section], leaf)
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="options file (JSON, or YAML with pyyaml): flat names or nested by section; a run's "
+                        "config.json reruns it; flags given here override the file")
     return p
+
+
+def _add_leaf(group: Any, leaf: Leaf) -> None:
+    meta, hint = leaf.meta, leaf.type
+    text = meta.get("help", "")
+    if leaf.default not in (None, False, ""):
+        text += f" (default: {leaf.default})"
+    kw: dict[str, Any] = {"dest": leaf.name, "default": argparse.SUPPRESS,
+                          "help": argparse.SUPPRESS if meta.get("hidden") else text}
+    base = _base_type(hint)
+    if base is bool:
+        kw["action"] = "store_true"
+    else:
+        kw["type"] = base
+        kw["metavar"] = "{" + ",".join(map(str, meta["choices"])) + "}" if meta.get("choices") else leaf.name.upper()
+    group.add_argument(f"--{leaf.name}", **kw)
+    for alias in ALIASES.get(leaf.name, ()):
+        group.add_argument(alias, **{**kw, "help": argparse.SUPPRESS})
+
+
+def _base_type(hint: Any) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is not None and len(args) == 1 else hint
+
+
+def given_options(namespace: argparse.Namespace) -> set[str]:
+    """The flat names set on the command line or in its --config file (on --resume the others
+    take the stored run's values)."""
+    return set(_flat_given(namespace))
+
+
+def config_from_args(namespace: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of a parsed command line: defaults, then the --config file, then the flags."""
+    return TrainConfig.from_flat(_flat_given(namespace))
+
+
+def _flat_given(namespace: argparse.Namespace) -> dict[str, Any]:
+    given = dict(vars(namespace))
+    path = given.pop("config", None)
+    if "model_overrides" in given:
+        given["model_overrides"] = parse_overrides(given["model_overrides"])
+    return {**(read_config_file(path) if path else {}), **given}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The options in a --config file as flat names (see the module docstring)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {str(path)!r} cannot be read ({type(exc).__name__})") from None
+    data = _parse(path, text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {str(path)!r} does not hold a mapping of options")
+    record = "history" in data or "arguments" in data  # a run's config.json: its "model" is the description
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in RUN_RECORD_KEYS or (record and key == "model"):
+            continue
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                name = f"curriculum_{sub}" if key == "curriculum" else sub
+                if name not in LEAVES or LEAVES[name].section != key:
+                    accepted = [lf.field for lf in LEAVES.values() if lf.section == key]
+                    raise UnknownNameError(f"option in section {key!r} of --config {str(path)!r}", sub, accepted)
+                flat[name] = v
+        elif key in LEAVES or key in LEGACY_FLAT:
+            flat[key] = value
+        else:
+            raise UnknownNameError(f"option in --config {str(path)!r}", key, [*LEAVES, *SECTIONS])
+    if record and flat.get("lang_dataset") == "auto" and not flat.get("lang_data") and data.get("language_source"):
+        flat["lang_dataset"] = data["language_source"]  # what auto chose for that run
+    return flat
+
+
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if importlib.util.find_spec("yaml") is None:
+            raise ConfigError(f"--config {str(path)!r}: YAML needs the pyyaml package (pip install pyyaml); "
+                              f"or give a .json file")
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                          f"accepted: .json, or .yaml / .yml") from None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from unified.errors import CheckpointError, ConfigError, TrainingError
 from unified.models.optioncheck import conforms
 from unified.train.checkpoint import (atomic_write_text, check_fields, check_state_dict, load_checkpoint,
                                       remove_stale_temps, rng_state, save_checkpoint, set_rng_state)
+from unified.train.config import LEAVES, LEGACY_FLAT, TrainConfig
 from unified.train.runlog import append_metrics
 
 MUTABLE = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "max_steps", "weight_decay", "grad_clip",
@@ -38,23 +38,24 @@ MUTABLE = ("lr", "min_lr_ratio", "warmup_steps", "schedule", "max_steps", "weigh
 PER_INVOCATION = ("output_dir", "resume", "device", "compile", "matmul_precision", "debug_nan_step")
 GLOBAL_BATCH = ("batch_size", "grad_accum")
 LANGUAGE = ("lang_dataset", "lang_data")
-# every other TrainConfig field defines the run (FIXED), including fields added later
+# every other TrainConfig option defines the run (FIXED), including options added later
 
 
-def fixed_options(cfg: Any) -> list[str]:
-    """The TrainConfig fields that define a run and must match on --resume."""
+def fixed_options(cfg: Any = None) -> list[str]:
+    """The TrainConfig options (flat names) that define a run and must match on --resume."""
     skip = set(MUTABLE) | set(PER_INVOCATION) | set(GLOBAL_BATCH) | set(LANGUAGE)
-    return [f.name for f in dataclasses.fields(cfg) if f.name not in skip]
+    return [name for name in LEAVES if name not in skip]
 
 
-def given_fields(cfg: Any) -> set[str]:
-    """For callers without a command line: the fields that differ from the TrainConfig defaults."""
-    default = type(cfg)()
-    return {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)}
+def given_fields(cfg: TrainConfig) -> set[str]:
+    """For callers without a command line: the options that differ from the TrainConfig defaults."""
+    default = TrainConfig().flatten()
+    return {name for name, value in cfg.flatten().items() if value != default[name]}
 
 
 def read_stored_config(out: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(config.json as a dict, or None; a note when it exists but cannot be used)."""
+    """(config.json as a dict, or None; a note when it exists but cannot be used). Older option
+    names (`LEGACY_FLAT`) are read as today's."""
     path = out / "config.json"
     if not path.is_file():
         return None, None
@@ -64,15 +65,22 @@ def read_stored_config(out: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"{path} is unreadable ({type(exc).__name__})"
     if not isinstance(data, dict):
         return None, f"{path} does not hold a JSON object"
-    return data, None
+    return _current_names(data), None
 
 
-def _mistyped(stored: dict[str, Any], cfg: Any) -> str | None:
-    """'field = value, not the declared type' for the first stored option of the wrong type, else None."""
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        if f.name in stored and not conforms(stored[f.name], hints[f.name]):
-            return f"{f.name} = {stored[f.name]!r}, not of its type ({hints[f.name]})"
+def _current_names(stored: dict[str, Any]) -> dict[str, Any]:
+    out = dict(stored)
+    for old, new in LEGACY_FLAT.items():
+        if old in out:
+            out.setdefault(new, out.pop(old))
+    return out
+
+
+def _mistyped(stored: dict[str, Any]) -> str | None:
+    """'option = value, not the declared type' for the first stored option of the wrong type, else None."""
+    for name, leaf in LEAVES.items():
+        if name in stored and not conforms(stored[name], leaf.type):
+            return f"{name} = {stored[name]!r}, not of its type ({leaf.type})"
     for name, kind in (("tokens_per_step", int), ("history", list), ("arguments", dict)):
         if stored.get(name) is not None and not isinstance(stored[name], kind):
             return f"{name} = {stored[name]!r}, not a {kind.__name__}"
@@ -93,59 +101,63 @@ def _flag(name: str) -> str:
     return "--set" if name == "model_overrides" else f"--{name}"
 
 
-def reconcile(cfg: Any, stored: dict[str, Any], given: set[str], world_size: int, where: str) -> dict[str, Any]:
-    """Make `cfg` the stored run's configuration plus the allowed changes the user gave; return
-    those changes ({option: {"from", "to"}}). A given option that defines the run and differs
-    from the stored value is a ConfigError listing every such difference."""
+def reconcile(cfg: TrainConfig, stored: dict[str, Any], given: set[str], world_size: int,
+              where: str) -> tuple[TrainConfig, dict[str, Any]]:
+    """(the stored run's configuration plus the allowed changes the user gave, as a new
+    TrainConfig; those changes {option: {"from", "to"}}); `cfg` is not modified. A given option
+    that defines the run and differs from the stored value is a ConfigError listing every such
+    difference."""
     diffs: list[str] = []
     changes: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cfg)}
-    for name in [*fixed_options(cfg), *MUTABLE, *GLOBAL_BATCH]:
-        if name not in stored or name not in names:
+    flat = cfg.flatten()
+    for name in [*fixed_options(), *MUTABLE, *GLOBAL_BATCH]:
+        if name not in stored:
             continue  # a run written before the option existed keeps the current value
-        old, new = stored[name], getattr(cfg, name)
+        old, new = stored[name], flat[name]
         if name not in given or _plain(new) == old:
-            setattr(cfg, name, old if name != "model_overrides" else dict(old or {}))
+            flat[name] = old if name != "model_overrides" else dict(old or {})
         elif name in MUTABLE or name in GLOBAL_BATCH:
             changes[name] = {"from": old, "to": _plain(new)}
         else:
             diffs.append(f"{_flag(name)} {_show(name, new)} (the run has {_show(name, old)})")
     stored_spec = stored.get("lang_data") or stored.get("lang_dataset")
     if stored_spec is not None:
-        new_spec = cfg.lang_data or cfg.lang_dataset
+        new_spec = flat["lang_data"] or flat["lang_dataset"]
         if set(LANGUAGE) & given and new_spec != stored_spec:
             diffs.append(f"--lang_dataset {new_spec} (the run has {stored_spec})")
-        cfg.lang_dataset, cfg.lang_data = stored.get("lang_dataset", cfg.lang_dataset), stored.get("lang_data")
-        if cfg.lang_dataset == "auto" and not cfg.lang_data and stored.get("language_source"):
-            cfg.lang_dataset = stored["language_source"]  # what auto chose then, whatever it would choose now
-    step_tokens = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world_size
+        flat["lang_dataset"], flat["lang_data"] = stored.get("lang_dataset", flat["lang_dataset"]), stored.get("lang_data")
+        if flat["lang_dataset"] == "auto" and not flat["lang_data"] and stored.get("language_source"):
+            flat["lang_dataset"] = stored["language_source"]  # what auto chose then, whatever it would choose now
+    step_tokens = flat["batch_size"] * flat["seq_len"] * flat["grad_accum"] * world_size
     if stored.get("tokens_per_step") not in (None, step_tokens):
         diffs.append(f"a global batch of {step_tokens} tokens per step (the run has {stored['tokens_per_step']}: "
                      f"--batch_size x --seq_len x --grad_accum x processes must stay the same)")
     if diffs:
         raise ConfigError(f"--resume: {where} was started with other values of options that define the run: "
                           f"{'; '.join(diffs)}; leave them out (the run's values are used) or start a new --output_dir")
-    return changes
+    return TrainConfig.from_flat(flat), changes
 
 
 @dataclasses.dataclass
 class ResumeState:
     """What --resume found in the run folder: the stored config.json (if usable), the loaded
-    last.pt (None when the run stopped before its first checkpoint), the accepted changes."""
+    last.pt (None when the run stopped before its first checkpoint), the configuration to
+    continue with (stored run plus accepted changes, to be resolved), the accepted changes."""
 
+    config: TrainConfig
     stored: dict[str, Any]
     ckpt: dict[str, Any] | None
     changes: dict[str, Any]
     notes: list[str]
 
     @classmethod
-    def open(cls, cfg: Any, out: Path, given: set[str] | None, world_size: int) -> "ResumeState":
-        """Read the run in `out` and reconcile `cfg` with it (see `reconcile`)."""
+    def open(cls, cfg: TrainConfig, out: Path, given: set[str] | None, world_size: int) -> "ResumeState":
+        """Read the run in `out` and reconcile `cfg` with it (see `reconcile`; `cfg` is not modified)."""
         stored, note = read_stored_config(out)
         notes: list[str] = []
         last = out / "last.pt"
         ckpt = load_checkpoint(last) if last.is_file() else None
-        bad = _mistyped(stored, cfg) if stored is not None else None
+        bad = _mistyped(stored) if stored is not None else None
         if bad is not None:
             note, stored = f"{out / 'config.json'} holds {bad}", None
             if ckpt is None:
@@ -157,13 +169,13 @@ class ResumeState:
                                       (f" and {note}" if note else " (and no config.json: no run was started there)"))
             if not isinstance(ckpt.get("train_config"), dict):
                 raise CheckpointError(f"--resume: {note or 'no config.json'} and {last} holds no train_config")
-            stored = ckpt["train_config"]
-            if (bad := _mistyped(stored, cfg)) is not None:
+            stored = _current_names(ckpt["train_config"])
+            if (bad := _mistyped(stored)) is not None:
                 raise CheckpointError(f"--resume: {note or 'no config.json'} and the train_config of {last} holds {bad}")
             notes.append(f"note: {note or 'no config.json'}; using the configuration stored in {last}")
         given = given_fields(cfg) if given is None else given
-        changes = reconcile(cfg, stored, given, world_size, repr(str(out)))
-        return cls(stored, ckpt, changes, notes)
+        config, changes = reconcile(cfg, stored, given, world_size, repr(str(out)))
+        return cls(config, stored, ckpt, changes, notes)
 
 
 def config_record(resolved: dict[str, Any], requested: dict[str, Any], resume: ResumeState | None,
@@ -201,7 +213,7 @@ class Checkpointing:
         if self.corpus is not None:  # the resolved source: load_corpus(language["source"]) rebuilds it
             extra["language"] = self.language_info()
         save_checkpoint(self.out / name, self.model, self.tokenizer.name, **extra,
-                        train_config=dataclasses.asdict(self.cfg), step=self.step,
+                        train_config=self.cfg.flatten(), step=self.step,
                         optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                         rng=self.rng_record(), scaler=self.scaler.state_dict(),
                         log_window={"acc": dict(self.log_acc), "n": self.log_n},

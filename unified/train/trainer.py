@@ -16,7 +16,6 @@ saved in checkpoints and drawn in curriculum.png.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
@@ -29,17 +28,17 @@ from tqdm.auto import tqdm
 from unified.data.batches import Curriculum, CurriculumConfig
 from unified.data.task_curriculum import TaskCurriculum, stratified_heldout
 from unified.data.tasks import resolve_tasks
-from unified.errors import TrainingError, require
-from unified.models import create_model, resolve_variant
+from unified.errors import TrainingError
+from unified.models import create_model
 from unified.models.ssm import kernel_backends
-from unified.ops.precision import set_matmul_precision
 from unified.text.corpus import load_language
 from unified.text.tokenizer import load_tokenizer
 from unified.train.checkpoint import atomic_write_text, ensure_writable_dir, unwrap
-from unified.train.config import DTYPES, TrainConfig, lr_factor, resolve_output_dir
+from unified.train.config import DTYPES, TrainConfig, lr_factor
 from unified.train.distributed import (World, all_reduce_sum, broadcast_object, init_from_env, rank_zero_first,
                                        shutdown, supervised_count)
-from unified.train.resume import Checkpointing, ResumeState
+from unified.train.resolve import machine_settings, resolve, resolve_output_dir, step_plan
+from unified.train.resume import Checkpointing, ResumeState, given_fields
 from unified.train.runlock import RunLock
 from unified.train.runlog import append_metrics, read_metrics
 from unified.train.tracking import Tracker, open_tracker
@@ -53,11 +52,11 @@ class Trainer(Checkpointing, Validating):
 
     def __init__(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1, given: set[str] | None = None,
                  lock: RunLock | None = None):
-        cfg.validate(world_size)
-        cfg.variant = resolve_variant(cfg.variant)
+        given = given_fields(cfg) if given is None else given  # (compared with the defaults before filling them)
+        self.requested = cfg.flatten()
+        cfg = resolve(cfg, world_size)  # every name and value checked, defaults filled: no I/O yet
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.is_main = rank == 0
-        self.requested = dataclasses.asdict(cfg)
         # rank 0 names the run folder (a default one gets a free suffix) and every rank uses it
         self.out = Path(broadcast_object(str(resolve_output_dir(cfg)) if self.is_main else None, world_size))
         self.notices: list[str] = []
@@ -70,20 +69,15 @@ class Trainer(Checkpointing, Validating):
                 self.notices.append(self.lock.note)
         self.resume_state = ResumeState.open(cfg, self.out, given, world_size) if cfg.resume else None
         if self.resume_state is not None:  # from here on cfg is the stored run plus the allowed changes
-            cfg.validate(world_size)
+            self.cfg = cfg = resolve(self.resume_state.config, world_size)
             self.notices += self.resume_state.notes
-        self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        cfg.matmul_precision = set_matmul_precision(cfg.matmul_precision, self.device).setting
+        machine = machine_settings(cfg)
+        self.device, self.matmul_precision = machine.device, machine.matmul_precision
         self.tasks = resolve_tasks(cfg.alg_tasks)
-        self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world_size
-        self.total_steps = cfg.max_steps or max(1, cfg.total_tokens // self.tokens_per_step)
+        plan = step_plan(cfg, world_size)
+        self.tokens_per_step, self.total_steps = plan.tokens_per_step, plan.total_steps
         with rank_zero_first(World(rank, world_size)):  # rank 0 fills token/tokenizer caches first
             self.tokenizer, self.corpus = self.load_language()
-        if cfg.alg_tokens is None:  # the run's tokens (--max_steps may shorten total_tokens)
-            run_tokens = self.total_steps * self.tokens_per_step
-            cfg.alg_tokens = run_tokens if self.corpus is None else run_tokens // 2
-        cfg.lr = cfg.lr or (1e-3 if cfg.model_size in ("pico", "micro") else 6e-4)
-        cfg.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else min(500, max(1, self.total_steps // 20))
         self.curriculum = Curriculum(
             CurriculumConfig(seq_len=cfg.seq_len, tokens_per_step=self.tokens_per_step, alg_tokens=cfg.alg_tokens,
                              lang_alg_fraction=cfg.lang_alg_fraction),
@@ -122,12 +116,9 @@ class Trainer(Checkpointing, Validating):
         own tokenizer.json rather than training again."""
         cfg = self.cfg
         spec = cfg.language_spec
-        if spec == "none":
-            require(not cfg.tokenizer.startswith("bpe:") or cfg.tokenizer.count(":") == 2,
-                    f"--tokenizer {cfg.tokenizer} is trained on language data; it needs a --lang_dataset other than none")
+        if spec == "none":  # (a bpe:N tokenizer without language text is refused by resolve)
             return load_tokenizer(cfg.tokenizer), None
-        run_tokens = self.total_steps * self.tokens_per_step
-        lang_tokens = run_tokens - (cfg.alg_tokens if cfg.alg_tokens is not None else run_tokens // 2)
+        lang_tokens = self.total_steps * self.tokens_per_step - cfg.alg_tokens
         procedural_bytes = int(min(64e6, max(1e6, 2 * lang_tokens)))
         if self.resume_state is not None:  # the corpus the run started with, however far --max_steps extends it
             procedural_bytes = self.resume_state.stored.get("procedural_bytes", procedural_bytes)
@@ -165,7 +156,8 @@ class Trainer(Checkpointing, Validating):
         if cfg.resume:
             self.restore()
         if self.is_main:
-            resolved = {**dataclasses.asdict(cfg), "output_dir": str(self.out), "total_steps": self.total_steps,
+            resolved = {**cfg.flatten(), "matmul_precision": self.matmul_precision, "output_dir": str(self.out),
+                        "total_steps": self.total_steps,
                         "tokens_per_step": self.tokens_per_step, "world_size": self.world,
                         "language_source": self.corpus.name if self.corpus else None,
                         "language": self.language_info(), "tokenizer_name": self.tokenizer.name,
@@ -321,7 +313,8 @@ def train(cfg: TrainConfig, given: set[str] | None = None) -> dict[str, Any]:
     """Run training (single process, or one rank under torchrun) and return the summary (rank 0;
     other ranks return {}). Each rank seeds its dropout stream with seed + rank. `given`: the
     options set on the command line (see Trainer); the run folder's lock is released at the end."""
-    world, cfg.device = init_from_env(cfg.device)
+    world, device = init_from_env(cfg.device)
+    cfg = cfg.replace(device=device) if device != cfg.device else cfg  # torchrun on CUDA: this rank's GPU
     torch.manual_seed(cfg.seed + world.rank)
     lock, trainer = RunLock(), None
     try:
