@@ -1,4 +1,4 @@
-"""Compare runs: python compare.py runs/micro [--baseline runs/micro/baseline] [--out DIR]
+"""Compare runs: python compare.py runs/micro [--baseline runs/micro/baseline] [--output_dir DIR]
 
 Thin wrapper over `unified.compare` (reading, grouping, CIs, verdicts) and `unified.compare.report`
 (figures, comparison.md / .csv, report.html). Each RUN_DIR is a run folder or a folder holding
@@ -6,6 +6,7 @@ run folders (searched recursively).
 """
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -22,8 +23,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the baseline run folder (or the folder of its seeds); default: the runs of variant "
                         "'baseline' of each size")
-    p.add_argument("--out", default=None, metavar="DIR",
+    p.add_argument("--output_dir", default=None, metavar="DIR",
                    help="output folder; when not given, comparison/ in the runs' common folder")
+    p.add_argument("--out", dest="output_dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no_samples", action="store_true",
                    help="leave out the report's Samples section (it loads each group's best_model.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is no terminal)")
@@ -44,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     comp = compare(args.run_dirs, baseline=args.baseline)
     from unified.compare.report import write_report
 
-    out = Path(args.out) if args.out else default_out([r.path for r in comp.runs])
-    ensure_writable_dir(out, "--out")
+    out = Path(args.output_dir) if args.output_dir else default_out([r.path for r in comp.runs])
+    ensure_writable_dir(out, "--output_dir")
     written = write_report(comp, out, samples=not args.no_samples)
     print(f"compared {len(comp.runs)} runs in {len(comp.groups)} groups")
     for v in comp.verdicts:

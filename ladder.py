@@ -1,6 +1,6 @@
 """Train and evaluate a ladder of variants over seeds, then compare them:
 
-    python ladder.py --size micro --variants baseline,shared_loop,act --seeds 0,1,2 -- --max_steps 2000
+    python ladder.py --model_size micro --variants baseline,shared_loop,act --seeds 0,1,2 -- --max_steps 2000
 
 Every (variant, seed) trains with `train.py` (a subprocess, so one crashing run does not stop the
 others) into runs/<size>/<variant>/seed<k>/ and is evaluated with `eval_hub.py`; the ladder ends
@@ -16,6 +16,7 @@ rate per row on the validation split (unified/ladder/tuning.py) and evaluates on
 """
 from __future__ import annotations
 
+import argparse
 import shlex
 import signal
 import subprocess
@@ -27,7 +28,8 @@ from pathlib import Path
 from unified.cli import ArgumentParser, Terminated, run_cli
 from unified.compare.runs import SET_ASIDE
 from unified.errors import ConfigError, UnknownNameError
-from unified.evals.hub import resolve_suite
+from unified.evals.flags import add_eval_arguments, eval_settings, results_names
+from unified.evals.hub import SUITES, resolve_suite
 from unified.ladder.presets import Row, list_presets_text, load_preset
 from unified.ladder.tuning import lr_dirname, parse_lr_grid, select_lr, selection_markdown
 from unified.models import resolve_variant
@@ -36,7 +38,7 @@ from unified.models.optioncheck import check_number
 
 ROOT = Path(__file__).resolve().parent
 LADDER_OWNED = ("--variant", "--model_size", "--seed", "--output_dir", "--resume")
-EVAL_OWNED = ("--checkpoint", "--suite", "--out_dir")
+EVAL_OWNED = ("--checkpoint", "--suite", "--output_dir", "--out_dir")
 
 
 @dataclass
@@ -82,21 +84,25 @@ def parse_list(text: str, flag: str) -> list[str]:
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description="Train + evaluate variants x seeds into runs/<size>/<variant>/seed<k>/, then compare.",
                        epilog="Options after -- go to train.py, e.g. -- --max_steps 150 --batch_size 8")
-    p.add_argument("--size", "--scale", dest="size", default=None,
+    p.add_argument("--model_size", default=None,
                    help=f"model size, one of {', '.join(SCALES)} (default micro, or the preset's CPU scale)")
+    p.add_argument("--size", "--scale", dest="model_size", default=None, help=argparse.SUPPRESS)
     p.add_argument("--variants", default=None, help="comma-separated variants (default "
                    "baseline,shared_loop; with --preset the preset's rows)")
     p.add_argument("--seeds", default=None, help="comma-separated integer seeds (default 0, or the preset's)")
-    p.add_argument("--runs_dir", default="runs", help="root folder of the ladder's runs")
-    p.add_argument("--suite", default=None, help="eval_hub.py suite for every run (algorithmic, needle, perplexity, "
-                   "all; default all, or the preset's)")
+    p.add_argument("--output_dir", default="runs", help="root folder of the ladder's runs")
+    p.add_argument("--runs_dir", dest="output_dir", default="runs", help=argparse.SUPPRESS)
+    p.add_argument("--set", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option of every run, passed to train.py (e.g. --set n_loops=4), repeatable")
+    p.add_argument("--suite", default=None, help=f"eval_hub.py suite for every run ({', '.join([*SUITES, 'all'])}; "
+                   "default all, or the preset's)")
     p.add_argument("--preset", default=None, help="run a preset (presets/NAME.toml): a published finding with its "
                    "rows, budgets and expected outcome; ends with reproduction.md")
     p.add_argument("--list_presets", action="store_true", help="list the presets and exit")
     p.add_argument("--lr_grid", default=None, help="comma-separated learning rates: train every (row, seed) at each, "
                    "select per row on the validation split, evaluate the selected ones (e.g. 3e-4,1e-3,3e-3)")
     p.add_argument("--eval_args", default="", help="extra eval_hub.py options as one string, written with = "
-                   "(e.g. --eval_args=\"--limit 20 --context_lengths 256,512\")")
+                   "(e.g. --eval_args=\"--limit 20 --needle_lengths 256,512\")")
     p.add_argument("--no_eval", action="store_true", help="train only (compare what is there)")
     p.add_argument("--print_commands", action="store_true",
                    help="print one self-contained train+eval command line per (variant, seed) that still needs work, "
@@ -132,15 +138,19 @@ def split_eval_args(text: str) -> list[str]:
         raise ConfigError(f"--eval_args {text!r} cannot be split into options ({exc})") from None
 
 
+def parse_eval_args(suite: str, eval_args: list[str]) -> argparse.Namespace:
+    """eval_hub.py's options `--suite suite *eval_args`, parsed with its own parser
+    (`unified.evals.flags`; a typo -> its one-line error, exit 2)."""
+    return add_eval_arguments(ArgumentParser(prog="eval_hub.py")).parse_args(["--suite", suite, *eval_args])
+
+
 def check_eval_args(suite: str, eval_args: list[str]) -> None:
     """Fail before any training when eval_hub.py would reject --eval_args: its own parser and
     option checks run on them (a typo or bad value -> its one-line error, exit 2)."""
     owned = [a.split("=", 1)[0] for a in eval_args if a.split("=", 1)[0] in EVAL_OWNED]
     if owned:
-        raise ConfigError(f"--eval_args: {owned[0]} is set by the ladder; remove it (use --suite / --runs_dir)")
-    from eval_hub import main as eval_main
-
-    eval_main(["--suite", suite, *eval_args], check_only=True)
+        raise ConfigError(f"--eval_args: {owned[0]} is set by the ladder; remove it (use --suite / --output_dir)")
+    eval_settings(parse_eval_args(suite, eval_args))
 
 
 def _run(cmd: list[str]) -> int:
@@ -213,15 +223,13 @@ def train_command(p: Planned, size: str, train_args: list[str]) -> list[str]:
 def eval_command(p: Planned, suite: str, eval_args: list[str]) -> list[str]:
     """The eval_hub.py command that evaluates a planned run's best_model.pt into its folder."""
     return [sys.executable, str(ROOT / "eval_hub.py"), "--checkpoint", str(p.out / "best_model.pt"),
-            "--suite", suite, "--out_dir", str(p.out), *eval_args]
+            "--suite", suite, "--output_dir", str(p.out), *eval_args]
 
 
 def missing_suites(p: Planned, suites: list[str], eval_args: list[str], trained: bool) -> list[str]:
     """The suites a run still needs: all of them after (re)training, else those whose results
     file (named by the eval options: results_<suite>[@<tag>].json) is absent."""
-    from eval_hub import results_names
-
-    return [s for s in suites if trained or not (p.out / results_names(["--suite", s, *eval_args])[s]).is_file()]
+    return [s for s in suites if trained or not (p.out / results_names(parse_eval_args(s, eval_args))[s]).is_file()]
 
 
 def command_lines(plan: list[Planned], size: str, train_args: list[str], suites: list[str], suite_arg: str,
@@ -260,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if preset and args.variants:
         raise ConfigError(f"--variants cannot be combined with --preset (its rows are "
                           f"{', '.join(r.name for r in preset.rows)}); drop --variants")
-    size = args.size or (preset.scale if preset else "micro")
+    size = args.model_size or (preset.scale if preset else "micro")
     if size not in SCALES:
         raise UnknownNameError("model size", size, SCALES)
     if preset:
@@ -279,11 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     grid = parse_lr_grid(args.lr_grid) if args.lr_grid else list(preset.lr_grid) if preset else []
     suite_arg = args.suite or (preset.suite(size) if preset else "all")
     suites = [] if args.no_eval else resolve_suite(suite_arg)
-    train_args = [*(preset.train_args(size, without=("lr",) if grid else ()) if preset else []), *user_train_args]
+    train_args = [*(preset.train_args(size, without=("lr",) if grid else ()) if preset else []),
+                  *(a for kv in args.model_overrides for a in ("--set", kv)), *user_train_args]
     for flag in train_args:
         if flag.split("=", 1)[0] in LADDER_OWNED:
             raise ConfigError(f"{flag.split('=', 1)[0]} is set by the ladder; remove it from the train.py options "
-                              f"(use --variants / --size / --seeds / --runs_dir)")
+                              f"(use --variants / --model_size / --seeds / --output_dir)")
         if grid and flag.split("=", 1)[0] == "--lr":
             raise ConfigError("--lr and --lr_grid both set the learning rate; give one of them")
     for row in rows:
@@ -291,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_args = [*(preset.eval_args(size) if preset else []), *split_eval_args(args.eval_args)]
     if suites:  # eval_hub.py's own checks of --eval_args, before anything trains
         check_eval_args(suites[0], eval_args)
-    size_dir = Path(args.runs_dir) / (preset.name if preset else "") / size
+    size_dir = Path(args.output_dir) / (preset.name if preset else "") / size
     plan = []
     for row in rows:
         for lr in grid or [None]:

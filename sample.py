@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from unified.cli import ArgumentParser, parse_overrides, run_cli
+from unified.cli import ArgumentParser, run_cli
 from unified.devices import check_device
 from unified.errors import ConfigError, DataError
 from unified.evals.hub import load_for_eval, newest_checkpoint
 from unified.evals.sample_text import PREFIXES, encode_prompt, make_generator, stream_sample, validate_settings
 from unified.models.decoding import DecodeSettings
+from unified.models.optioncheck import parse_overrides
 from unified.text.textcache import set_offline_if_unreachable
 
 

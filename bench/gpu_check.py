@@ -11,7 +11,7 @@ Sections (each records its result or its error; one failing section never stops 
               (unified/models/properties.py), then 20 bf16 training steps with finite losses
   fused       ssm and ssm_mem: fused kernels vs the PyTorch path (prefill + decoding logits under
               bf16 autocast, within bf16 tolerance) and the speed of each path
-  speed       per variant at --size: training tokens/s and MFU vs the bf16 peak, cached decoding
+  speed       per variant at --model_size: training tokens/s and MFU vs the bf16 peak, cached decoding
               tokens/s at batch 1 and 32; --compile on vs off for --compile_variants
   torchrun    `torchrun --standalone --nproc_per_node=1 train.py ...` for a few steps, and a
               DDP probe on the NCCL backend (gloo on CPU) under the same launcher
@@ -23,6 +23,7 @@ runs mamba-ssm's real wrappers with emulated launches when `--emulate_kernels` i
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import importlib.metadata
@@ -290,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--emulate_kernels", action="store_true",
                     help="CPU only: the fused section runs mamba-ssm's real wrappers with emulated launches")
     ap.add_argument("--variants", default="all", help="comma-separated variants, or all")
-    ap.add_argument("--size", default="nano", help="model size of the speed section")
+    ap.add_argument("--model_size", dest="size", default="nano", help="model size of the speed section")
+    ap.add_argument("--size", dest="size", default="nano", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=16, help="training batch of the speed section")
     ap.add_argument("--seq_len", type=int, default=512, help="training length of the speed section")
     ap.add_argument("--compile_variants", default="baseline,ssm", help="variants measured with torch.compile too")

@@ -61,7 +61,8 @@ def bench_row(variant: str, opts: dict, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size", default="micro")
+    p.add_argument("--model_size", dest="size", default="micro")
+    p.add_argument("--size", dest="size", default="micro", help=argparse.SUPPRESS)
     p.add_argument("--rows", default="tanh,linear,baseline", help=f"comma-separated, from {', '.join(ROWS)}")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq_len", type=int, default=256)

@@ -44,14 +44,16 @@ CASES = [
     ("batch-size-negative", [*C, "--batch_size", "-1"], "--batch_size must be >= 1, got -1"),
     ("limit-0", [*C, "--limit", "0"], "--limit must be >= 1, got 0"),
     ("negative-seed", [*C, "--seed", "-3"], "--seed must be >= 0"),
-    ("override-zero-loops", [*C, "--override", "n_loops=0"], "--override n_loops=0: must be an integer >= 1"),
-    ("override-not-a-number", [*C, "--override", "n_loops=abc"], "--override n_loops='abc': must be an integer >= 1"),
-    ("override-fraction", [*C, "--override", "n_loops=1.5"], "must be an integer >= 1"),
-    ("override-unknown-key", [*C, "--override", "nope=3"],
+    ("set-zero-loops", [*C, "--set", "n_loops=0"], "--set n_loops=0: must be an integer >= 1"),
+    ("set-not-a-number", [*C, "--set", "n_loops=abc"], "--set n_loops='abc': must be an integer >= 1"),
+    ("set-fraction", [*C, "--set", "n_loops=1.5"], "must be an integer >= 1"),
+    ("set-unknown-key", [*C, "--set", "nope=3"],
      "option 'nope' cannot be changed after training for variant 'shared_loop'; changeable: n_loops"),
-    ("override-not-key-value", [*C, "--override", "n_loops"], "is not KEY=VALUE"),
+    ("set-not-key-value", [*C, "--set", "n_loops"], "is not KEY=VALUE"),
+    ("override-alias-zero-loops", [*C, "--override", "n_loops=0"], "--set n_loops=0: must be an integer >= 1"),
     ("K-on-a-variant-without-K", [*C, "--K", "4"], "option 'K' cannot be changed after training"),
-    ("K-zero", ["--checkpoint", "act/best_model.pt", "--K", "0"], "--override K=0: must be an integer >= 1"),
+    ("K-zero", ["--checkpoint", "act/best_model.pt", "--K", "0"], "--set K=0: must be an integer >= 1"),
+    ("K-not-an-integer", ["--checkpoint", "act/best_model.pt", "--K", "x"], "argument --K: invalid int value"),
     ("device-unknown", [*C, "--device", "tpu9"], "--device 'tpu9' is not a device; accepted: cpu, cuda, cuda:N, mps"),
     ("device-cuda-without-cuda", [*C, "--device", "cuda"], "CUDA is not available on this machine"),
     ("ood-unknown-task", [*C, "--ood", "nope=3"], "unknown task 'nope'"),
@@ -86,7 +88,7 @@ def test_eval_options_never_replace_the_as_trained_results(cli: ForkServer, earl
     work = tmp_path / "w"
     shutil.copytree(earlier, work)
     before = _snapshot(work)
-    r = cli.run("eval_hub.py", *C, "--override", "n_loops=3", "--limit", "2", "--tasks", "parity,copy",
+    r = cli.run("eval_hub.py", *C, "--set", "n_loops=3", "--limit", "2", "--tasks", "parity,copy",
                 "--ood", "parity=16,64", cwd=work)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _snapshot(work)["shared_loop/results_algorithmic.json"] == before["shared_loop/results_algorithmic.json"]

@@ -1,5 +1,5 @@
-"""What every CLI shares: one-line errors with exit status 2 (`run_cli`, `ArgumentParser`) and
-`KEY=VALUE` overrides. Only the CLI scripts (train.py, eval_hub.py, compare.py, ladder.py,
+"""What every CLI shares: one-line errors with exit status 2 (`run_cli`, `ArgumentParser`) (the
+`--set KEY=VALUE` parser is `unified.models.optioncheck.parse_overrides`). Only the CLI scripts (train.py, eval_hub.py, compare.py, ladder.py,
 sample.py, bench/*.py and the packages' `__main__` modules) import this module; the library never
 does (tests/test_layering.py). Failing fast when offline is
 `unified.text.textcache.set_offline_if_unreachable`; the writable-output check is
@@ -15,7 +15,6 @@ import threading
 from typing import Callable
 
 from unified.errors import UnifiedError
-from unified.models.optioncheck import parse_overrides  # noqa: F401  (the CLIs' --set / --override)
 
 
 class Terminated(BaseException):

@@ -12,7 +12,7 @@ import glob
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +20,7 @@ import torch
 
 from unified.data.tasks import TASK_NAMES, resolve_tasks
 from unified.errors import CheckpointError, ConfigError, UnknownNameError
-from unified.evals.algorithmic import DEFAULT_LIMIT, AlgorithmicSettings, run_algorithmic
+from unified.evals.algorithmic import AlgorithmicSettings, run_algorithmic
 from unified.evals.needle import NeedleSettings, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.evals.results import base_meta, options_tag, write_results
@@ -31,37 +31,37 @@ from unified.train.checkpoint import file_sha256, load_checkpoint, model_from_ch
 
 
 @dataclass
+class EvalSettings:
+    """The typed evaluation choices of one eval_hub.py call (`unified.evals.flags.eval_settings`
+    builds them from its options): the model options to change (`--set`), the algorithmic tasks
+    (None: all), each suite's own Settings (their defaults are the Settings dataclasses' fields)
+    and the output folder (the needle plot goes there)."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] | None = None
+    algorithmic: AlgorithmicSettings = field(default_factory=AlgorithmicSettings)
+    needle: NeedleSettings = field(default_factory=NeedleSettings)
+    perplexity: PerplexitySettings = field(default_factory=PerplexitySettings)
+    output_dir: str | None = None
+
+
+@dataclass
 class EvalContext:
-    """Everything a suite needs: the model, its tokenizer, the checkpoint and the CLI options."""
+    """Everything a suite needs: the model, its tokenizer, the checkpoint and the evaluation settings."""
 
     model: LanguageModel
     tokenizer: Tokenizer
     checkpoint: dict[str, Any]
     checkpoint_path: Path
-    options: dict[str, Any] = field(default_factory=dict)
+    settings: EvalSettings = field(default_factory=EvalSettings)
     meta_extra: dict[str, Any] = field(default_factory=dict)  # suites add e.g. their grid here
 
 
 def suite_algorithmic(ctx: EvalContext) -> dict[str, Any]:
     """Algorithmic IID + OOD grid (`unified.evals.algorithmic`)."""
-    o = ctx.options
-    settings = AlgorithmicSettings(limit=o.get("limit") or DEFAULT_LIMIT, seed=o.get("seed", 0),
-                                   batch_size=o.get("batch_size", 64), ood_grid=dict(o.get("ood") or {}))
+    settings = ctx.settings.algorithmic
     ctx.meta_extra["algorithmic_settings"] = asdict(settings)
-    return run_algorithmic(ctx.model, ctx.tokenizer, resolve_tasks(o.get("tasks")), settings)
-
-
-def needle_settings(o: dict[str, Any], train_len: int | None = None) -> NeedleSettings:
-    """The needle grid of options `o`: lengths relative to the checkpoint's training sequence
-    length unless absolute ones are given; `--limit` caps the samples unless --needle_samples is given."""
-    default = NeedleSettings()
-    samples = o.get("needle_samples") or min(default.samples, o.get("limit") or default.samples)
-    lengths = o.get("context_lengths")
-    return NeedleSettings(context_lengths=tuple(lengths) if lengths else None,
-                          depths=tuple(o["depths"]) if o.get("depths") is not None else default.depths,
-                          samples=samples, seed=o.get("seed", 0), batch_size=o.get("batch_size", 64),
-                          length_factors=tuple(o.get("needle_factors") or default.length_factors),
-                          train_len=train_len)
+    return run_algorithmic(ctx.model, ctx.tokenizer, resolve_tasks(ctx.settings.tasks), settings)
 
 
 def training_length(ctx: EvalContext) -> int:
@@ -73,24 +73,20 @@ def training_length(ctx: EvalContext) -> int:
 
 
 def suite_needle(ctx: EvalContext) -> dict[str, Any]:
-    """Passkey retrieval over context length x depth (`unified.evals.needle`); draws needle.png
-    into the output folder (needle@<tag>.png for non-default options)."""
-    o = ctx.options
-    settings = needle_settings(o, training_length(ctx))
+    """Passkey retrieval over context length x depth (`unified.evals.needle`), lengths relative to
+    the checkpoint's training length unless absolute ones are set; draws needle.png into the
+    output folder (needle@<tag>.png for non-default options)."""
+    settings = replace(ctx.settings.needle, train_len=training_length(ctx))
     ctx.meta_extra["needle_settings"] = asdict(settings)
-    out_dir = o.get("out_dir")
-    tag = options_tag(suite_eval_options(o, "needle"))
+    out_dir = ctx.settings.output_dir
+    tag = options_tag(suite_eval_options(ctx.settings, "needle"))
     plot = Path(out_dir) / (f"needle@{tag}.png" if tag else "needle.png") if out_dir else None
     return run_needle(ctx.model, ctx.tokenizer, settings, plot_path=plot)
 
 
 def suite_perplexity(ctx: EvalContext) -> dict[str, Any]:
     """Token / word perplexity and bits per byte on held-out text (`unified.evals.perplexity`)."""
-    o = ctx.options
-    default = PerplexitySettings()
-    max_tokens = (o["ppl_max_tokens"] or None) if "ppl_max_tokens" in o else default.max_tokens  # 0 = all
-    settings = PerplexitySettings(text_file=o.get("text_file"), dataset=o.get("ppl_dataset"), max_tokens=max_tokens,
-                                  batch_size=o.get("batch_size", 64), prefix=o.get("ppl_prefix") or default.prefix)
+    settings = ctx.settings.perplexity
     ctx.meta_extra["perplexity_settings"] = asdict(settings)
     return run_perplexity(ctx.model, ctx.tokenizer, ctx.checkpoint, settings)
 
@@ -130,13 +126,13 @@ def check_overrides(model: LanguageModel, overrides: dict[str, Any]) -> dict[str
         current = getattr(model.opts, name)
         if isinstance(current, bool):
             if not isinstance(value, bool):
-                raise ConfigError(f"--override {name}={value!r}: must be true or false")
+                raise ConfigError(f"--set {name}={value!r}: must be true or false")
         elif isinstance(current, int):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--override {name}={value!r}: must be an integer >= 1")
+                raise ConfigError(f"--set {name}={value!r}: must be an integer >= 1")
         elif isinstance(current, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"--override {name}={value!r}: must be a finite number")
+                raise ConfigError(f"--set {name}={value!r}: must be a finite number")
             value = float(value)
         out[name] = value
     return out
@@ -145,7 +141,7 @@ def check_overrides(model: LanguageModel, overrides: dict[str, Any]) -> dict[str
 def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | None = None,
                   overrides: dict[str, Any] | None = None) -> EvalContext:
     """Load checkpoint + model + tokenizer (the checkpoint's own unless one is named); apply the
-    checked `overrides` (recorded in `options["overrides"]`, so results say they were used)."""
+    checked `overrides` (recorded in `settings.overrides`, so results say they were used)."""
     ckpt = load_checkpoint(path)
     name = tokenizer or ckpt["tokenizer"]
     tok = load_tokenizer(name, tokenizer_json=ckpt.get("tokenizer_json") if name == ckpt["tokenizer"] else None)
@@ -155,35 +151,36 @@ def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | None =
         model.apply_overrides(**checked)
     model.eval()
     return EvalContext(model=model, tokenizer=tok, checkpoint=ckpt, checkpoint_path=Path(path),
-                       options={"overrides": checked})
+                       settings=EvalSettings(overrides=checked))
 
 
-def suite_eval_options(o: dict[str, Any], suite: str) -> dict[str, Any]:
-    """The evaluation-time options (the CLI's, as in `EvalContext.options`) that make `suite`'s
-    results differ from the as-trained ones:
-    model overrides (every suite), and the grid options the suite reads when they are not the
-    defaults (algorithmic: tasks, limit, ood, seed; needle: lengths, factors, depths, samples,
-    seed; perplexity: text source, max tokens, prefix). "all": the union. Empty = as trained."""
+def suite_eval_options(settings: EvalSettings, suite: str) -> dict[str, Any]:
+    """The evaluation-time options that make `suite`'s results differ from the as-trained ones,
+    named as their flags: the model overrides (every suite), and the suite's settings that are not
+    its Settings dataclass defaults (algorithmic: tasks, limit, ood, seed; needle: lengths,
+    factors, depths, samples, seed; perplexity: text source, max tokens, prefix). "all": the
+    union. Empty = as trained."""
     if suite == "all":
         out: dict[str, Any] = {}
         for name in SUITES:
-            out.update(suite_eval_options(o, name))
+            out.update(suite_eval_options(settings, name))
         return out
-    out = dict(o.get("overrides") or {})
+    out = dict(settings.overrides)
     if suite == "algorithmic":
-        tasks = sorted(t.name for t in resolve_tasks(o.get("tasks")))
+        a, d = settings.algorithmic, AlgorithmicSettings()
+        tasks = sorted(t.name for t in resolve_tasks(settings.tasks))
         if tasks != sorted(TASK_NAMES):
             out["tasks"] = tasks
-        if (o.get("limit") or DEFAULT_LIMIT) != DEFAULT_LIMIT:
-            out["limit"] = o["limit"]
-        grid = {name: list(v) for name, v in sorted((o.get("ood") or {}).items())
+        if a.limit != d.limit:
+            out["limit"] = a.limit
+        grid = {name: list(v) for name, v in sorted(a.ood_grid.items())
                 if tuple(v) != tuple(resolve_tasks([name])[0].ood_values)}
         if grid:
             out["ood"] = grid
-        if o.get("seed", 0) != 0:
-            out["seed"] = o["seed"]
+        if a.seed != d.seed:
+            out["seed"] = a.seed
     elif suite == "needle":
-        s, d = needle_settings(o), NeedleSettings()
+        s, d = settings.needle, NeedleSettings()
         if s.context_lengths is not None:
             out["needle_lengths"] = sorted({int(n) for n in s.context_lengths})
         elif tuple(map(float, s.length_factors)) != tuple(map(float, d.length_factors)):
@@ -192,18 +189,18 @@ def suite_eval_options(o: dict[str, Any], suite: str) -> dict[str, Any]:
             out["depths"] = [float(x) for x in s.depths]
         if s.samples != d.samples:
             out["needle_samples"] = s.samples
-        if s.seed != 0:
+        if s.seed != d.seed:
             out["seed"] = s.seed
     elif suite == "perplexity":
-        d = PerplexitySettings()
-        if o.get("text_file"):
-            out["text_file"] = text_file_id(o["text_file"])
-        if o.get("ppl_dataset"):
-            out["ppl_dataset"] = o["ppl_dataset"]
-        if "ppl_max_tokens" in o and (o["ppl_max_tokens"] or None) != d.max_tokens:
-            out["ppl_max_tokens"] = o["ppl_max_tokens"]
-        if o.get("ppl_prefix") and o["ppl_prefix"] != d.prefix:
-            out["ppl_prefix"] = o["ppl_prefix"]
+        p, d = settings.perplexity, PerplexitySettings()
+        if p.text_file:
+            out["text_file"] = text_file_id(p.text_file)
+        if p.dataset:
+            out["ppl_dataset"] = p.dataset
+        if p.max_tokens != d.max_tokens:
+            out["ppl_max_tokens"] = p.max_tokens or 0  # the flag's 0 = all
+        if p.prefix != d.prefix:
+            out["ppl_prefix"] = p.prefix
     return out
 
 
@@ -219,7 +216,8 @@ def text_file_id(path: str | Path) -> str:
 def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, Path]:
     """Run the suite(s) and write results_<suite>.json (and results_all.json for "all")."""
     names = resolve_suite(suite)
-    ctx.options.setdefault("out_dir", str(out_dir))
+    if ctx.settings.output_dir is None:
+        ctx.settings = replace(ctx.settings, output_dir=str(out_dir))
     written: dict[str, Path] = {}
     payloads: dict[str, Any] = {}
     sha = file_sha256(ctx.checkpoint_path)
@@ -228,11 +226,11 @@ def run_suites(ctx: EvalContext, suite: str, out_dir: str | Path) -> dict[str, P
         t0 = time.time()
         ctx.meta_extra = {}
         payload = SUITES[name](ctx)
-        meta = suite_meta(ctx, sha, time.time() - t0, suite_eval_options(ctx.options, name))
+        meta = suite_meta(ctx, sha, time.time() - t0, suite_eval_options(ctx.settings, name))
         written[name] = write_results(out_dir, name, payload, meta, tag=meta["eval_tag"])
         payloads[name] = payload
     if suite == "all":
-        meta = suite_meta(ctx, sha, time.time() - t_all, suite_eval_options(ctx.options, "all"))
+        meta = suite_meta(ctx, sha, time.time() - t_all, suite_eval_options(ctx.settings, "all"))
         written["all"] = write_results(out_dir, "all", payloads, meta, tag=meta["eval_tag"])
     return written
 
@@ -246,7 +244,7 @@ def suite_meta(ctx: EvalContext, sha: str, wall: float, eval_options: dict[str, 
     return base_meta(checkpoint=str(ctx.checkpoint_path), checkpoint_sha256=sha, variant=desc["variant"],
                      size=desc["size"], params=m.num_params(), trainable_params=m.num_params(trainable_only=True),
                      frozen_params=m.num_frozen_params(), model_options=asdict(m.opts),
-                     tokenizer=ctx.tokenizer.name, seed=ctx.options.get("seed", 0),
+                     tokenizer=ctx.tokenizer.name, seed=ctx.settings.algorithmic.seed,
                      decoding={"strategy": "greedy", "cache": True}, device=str(p.device), dtype=str(p.dtype),
                      threads=torch.get_num_threads(), kernels=kernel_backends(m),
                      train_step=ctx.checkpoint.get("step"), wall_time_s=wall,
