@@ -6,8 +6,9 @@ same token choice (`decoding.choose_next`) and the same per-variant cache:
 - `encode_prompt`: text -> ids with the token training put before such text (`--prefix auto`:
   BOS before an algorithmic prompt such as "add 12+34=", EOS before language text, which is how
   documents start in packed training data);
-- `decode_steps`: prefill once, then one token per step through the cache, yielded as decoded,
-  so sample.py prints tokens as they come;
+- `decode_steps` (from `unified.models.decoding`, the generator `generate` runs on too): prefill
+  once, then one token per step through the cache, yielded as decoded, so sample.py prints
+  tokens as they come;
 - `TextStreamer`: token ids -> text increments that never split a multi-byte character;
 - `generate_until`: batched continuation of token prompts until EOS, a stop string or a token
   budget (prompts of equal length share a batch: no padding, so recurrent variants need no masks).
@@ -19,15 +20,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from unified.data.tasks import TASKS
 from unified.errors import ConfigError, UnknownNameError
 from unified.models import LanguageModel
-from unified.models.decoding import DecodeSettings, choose_next
-from unified.ops.precision import small_matmul_precision
+from unified.models.decoding import DecodeSettings, decode_steps
 from unified.text.tokenizer import Tokenizer
 
 PREFIXES = ("auto", "bos", "eos", "none")
@@ -72,25 +72,6 @@ def make_generator(settings: DecodeSettings, device: torch.device | str) -> torc
     if settings.temperature <= 0:
         return None
     return torch.Generator(device=device).manual_seed(settings.seed)
-
-
-@torch.no_grad()
-def decode_steps(model: LanguageModel, ids: torch.Tensor, settings: DecodeSettings,
-                 gen: torch.Generator | None) -> Iterator[torch.Tensor]:
-    """Yield the next token ids (B,) of the prompts `ids` (B, T), one step at a time, for at
-    most `settings.max_new_tokens` steps. The prompts are prefilled once; each step feeds the
-    chosen tokens back through the model's cache. The caller stops early by closing the
-    iterator (no forward runs whose output nobody reads)."""
-    model.eval()
-    device = ids.device
-    out = model(ids, cache=model.init_cache(ids.shape[0]))
-    for i in range(settings.max_new_tokens):
-        nxt = choose_next(out.logits[:, -1], settings, gen)
-        yield nxt
-        if i == settings.max_new_tokens - 1:
-            return
-        with small_matmul_precision(device):  # one-token steps, as in unified.models.decoding
-            out = model(nxt[:, None], cache=out.cache)
 
 
 class TextStreamer:

@@ -1,14 +1,24 @@
 """Batched generation with the decoding cache, for every variant.
 
 Prompts of equal length are grouped into one batch (no padding, so recurrent variants need no
-masks); each group is prefilled once and then decoded one token per step through the cache.
-Greedy by default; temperature / top-k / top-p sampling uses an explicit seeded generator.
+masks); each group is prefilled once and then decoded one token per step through the cache
+(`decode_steps`, shared with `unified.evals.sample_text`). Each prompt may have its own token
+budget, so prompts of equal length from different grid cells share a batch; a batch stops as
+soon as every row has emitted EOS or used its budget. Greedy by default; temperature / top-k /
+top-p sampling uses an explicit seeded generator.
+
+The one-token steps run on one intra-op thread (`step_context`): their products are too small
+to split, and with two or more threads on shared cores the synchronisation at every operator
+made them several times slower (issue 20: the algorithmic suite took 91 s with --threads 2 and
+20 s with 1). Prefills keep the caller's thread count.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -58,11 +68,57 @@ class Generation:
     answer_steps: list[float | None] | None = None
 
 
+@contextlib.contextmanager
+def step_context(device: torch.device | str) -> Iterator[None]:
+    """Run one cached decoding step: on CPU with one intra-op thread and the default float32
+    matmul path (`small_matmul_precision`); the caller's settings are restored afterwards."""
+    threads = torch.get_num_threads()
+    single = torch.device(device).type == "cpu" and threads > 1
+    if single:
+        torch.set_num_threads(1)
+    try:
+        with small_matmul_precision(device):
+            yield
+    finally:
+        if single:
+            torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def decode_steps(model: LanguageModel, ids: torch.Tensor, settings: DecodeSettings,
+                 gen: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Yield the next token ids (B,) of the prompts `ids` (B, T), one step at a time, for at
+    most `settings.max_new_tokens` steps. The prompts are prefilled once; each step feeds the
+    chosen tokens back through the model's cache. When a token is yielded, the forward that
+    chose it has just run (so `model.last_steps` is that forward's). The caller stops early by
+    closing the iterator: no forward runs whose output nobody reads."""
+    model.eval()
+    device = ids.device
+    out = model(ids, cache=model.init_cache(ids.shape[0]))
+    for i in range(settings.max_new_tokens):
+        nxt = choose_next(out.logits[:, -1], settings, gen)
+        yield nxt
+        if i == settings.max_new_tokens - 1:
+            return
+        with step_context(device):
+            out = model(nxt[:, None], cache=out.cache)
+
+
 @torch.no_grad()
 def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int,
-             settings: DecodeSettings | None = None, batch_size: int = 64) -> Generation:
-    """Continue each prompt until EOS or `max_new_tokens`, using the model's cache."""
+             settings: DecodeSettings | None = None, batch_size: int = 64,
+             max_new_tokens: Sequence[int] | None = None,
+             on_batch: Callable[[int], None] | None = None) -> Generation:
+    """Continue each prompt until EOS or its token budget, using the model's cache.
+
+    The budget is `settings.max_new_tokens`, or `max_new_tokens[i]` for prompt i when given
+    (a row's tokens do not depend on the budgets of the rows it shares a batch with). Prompts of
+    equal length are batched, at most `batch_size` rows, rows of similar budget together;
+    `on_batch(n)` is called after each batch of n rows (progress bars)."""
     s = settings or DecodeSettings()
+    budgets = [s.max_new_tokens] * len(prompts) if max_new_tokens is None else [int(m) for m in max_new_tokens]
+    if len(budgets) != len(prompts):
+        raise ValueError(f"generate: {len(prompts)} prompts but {len(budgets)} token budgets")
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(s.seed) if s.temperature > 0 else None
@@ -74,42 +130,54 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     for i, p in enumerate(prompts):
         groups[len(p)].append(i)
     for length in sorted(groups):
-        idx_all = groups[length]
+        idx_all = sorted(groups[length], key=lambda i: budgets[i])  # stable: prompt order within a budget
         for b in range(0, len(idx_all), batch_size):
             idx = idx_all[b:b + batch_size]
-            out, st, eos, ans = _generate_group(model, [prompts[i] for i in idx], eos_id, s, gen, device)
+            ids = torch.tensor([list(prompts[i]) for i in idx], dtype=torch.long, device=device)
+            out, st, eos, ans = _generate_group(model, ids, eos_id, s, gen, [budgets[i] for i in idx])
             for j, i in enumerate(idx):
                 tokens[i], steps[i], ended[i], answer_steps[i] = out[j], st[j], eos[j], ans[j]
+            if on_batch is not None:
+                on_batch(len(idx))
     return Generation(tokens, steps, ended, answer_steps)
 
 
-def _generate_group(model, prompts, eos_id, s, gen, device):
-    ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=device)
+def _generate_group(model: LanguageModel, ids: torch.Tensor, eos_id: int, s: DecodeSettings,
+                    gen: torch.Generator | None, budgets: Sequence[int]):
+    """One batch of equal-length prompts: tokens (EOS excluded), mean steps, ended, answer steps."""
     B = ids.shape[0]
-    cache = model.init_cache(B)
-    out = model(ids, cache=cache)
-    everyone = torch.ones(B, dtype=torch.bool)
-    step_sum, step_count = _steps(model, torch.zeros(B), torch.zeros(B), everyone)
-    ans_sum, ans_count = _steps(model, torch.zeros(B), torch.zeros(B), everyone, last_only=True)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    result: list[list[int]] = [[] for _ in range(B)]
-    for i in range(s.max_new_tokens):
-        nxt = choose_next(out.logits[:, -1], s, gen)
-        done |= nxt == eos_id
-        for j in range(B):
-            if not done[j]:
-                result[j].append(int(nxt[j]))
-        if bool(done.all()) or i == s.max_new_tokens - 1:  # no forward whose output nobody reads
+    budget = torch.tensor(budgets, dtype=torch.long)
+    ended = torch.zeros(B, dtype=torch.bool)
+    finished = budget <= 0  # a row is finished once it emitted EOS or used its budget
+    kept: list[torch.Tensor] = []  # per step: (B,) token ids, -1 where the row emitted nothing
+    zeros = torch.zeros(B)
+    step_sum, step_count, ans_sum, ans_count = zeros, zeros, zeros, zeros
+    steps = decode_steps(model, ids, dataclasses.replace(s, max_new_tokens=max(max(budgets), 1)), gen)
+    for i, nxt in enumerate(steps):
+        if i == 0:  # the prefill: every position of every row
+            everyone = torch.ones(B, dtype=torch.bool)
+            step_sum, step_count = _steps(model, step_sum, step_count, everyone)
+            ans_sum, ans_count = _steps(model, ans_sum, ans_count, everyone, last_only=True)
+        else:  # the step that fed back token i-1: rows still going
+            step_sum, step_count = _steps(model, step_sum, step_count, ~finished)
+            ans_sum, ans_count = _steps(model, ans_sum, ans_count, ~finished)
+        if bool(finished.all()):
             break
-        with small_matmul_precision(device):  # one-token steps: the default fp32 path is faster on CPU
-            out = model(nxt[:, None], cache=out.cache)
-        step_sum, step_count = _steps(model, step_sum, step_count, ~done.cpu())
-        ans_sum, ans_count = _steps(model, ans_sum, ans_count, ~done.cpu())
+        nxt = nxt.cpu()
+        is_eos = (nxt == eos_id) & ~finished
+        kept.append(torch.where(finished | is_eos, torch.full_like(nxt, -1), nxt))
+        ended |= is_eos
+        finished |= is_eos | (budget <= i + 1)
+        if bool(finished.all()):  # no forward whose output nobody reads
+            steps.close()
+            break
+    grid = torch.stack(kept, dim=1).tolist() if kept else [[] for _ in range(B)]
+    result = [[t for t in row if t >= 0] for row in grid]
 
     def mean(total, count):
         return [float(total[j] / count[j]) if count[j] > 0 else None for j in range(B)]
 
-    return result, mean(step_sum, step_count), done.cpu().tolist(), mean(ans_sum, ans_count)
+    return result, mean(step_sum, step_count), ended.tolist(), mean(ans_sum, ans_count)
 
 
 def _steps(model, step_sum, step_count, active, last_only: bool = False):
