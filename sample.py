@@ -6,6 +6,7 @@ variant's cache. Greedy by default (--temperature 0); with --temperature > 0 sam
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -40,8 +41,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0 = torch's default)")
     p.add_argument("--tokenizer", default=None, help="must match the checkpoint's (default: the checkpoint's)")
-    p.add_argument("--override", action="append", metavar="KEY=VALUE",
+    p.add_argument("--set", dest="model_overrides", action="append", metavar="KEY=VALUE",
                    help="change an evaluation-time model option (e.g. n_loops=8), repeatable")
+    p.add_argument("--override", dest="model_overrides", action="append", help=argparse.SUPPRESS)
     return p
 
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if ckpt is None:
         ckpt = newest_checkpoint()
         print(f"sampling from the newest checkpoint: {ckpt}", file=sys.stderr)
-    ctx = load_for_eval(ckpt, device=str(device), tokenizer=args.tokenizer, overrides=parse_overrides(args.override))
+    ctx = load_for_eval(ckpt, device=str(device), tokenizer=args.tokenizer, overrides=parse_overrides(args.model_overrides))
 
     def write(text: str) -> None:
         sys.stdout.write(text)

@@ -224,7 +224,7 @@ CASES: list[tuple[str, str, list[str], str, Callable[[Path], None] | None]] = [
      "checkpoint was trained with tokenizer 'byte', not 'bpe:", None),
     ("eval-limit-0", "eval_hub.py", ["--checkpoint", "prev/best_model.pt", "--limit", "0"], "--limit must be >= 1", None),
     ("eval-unwritable-out-dir", "eval_hub.py", ["--checkpoint", "prev/best_model.pt", "--out_dir", "afile/x"],
-     "--out_dir 'afile/x' is not writable", None),
+     "--output_dir 'afile/x' is not writable", None),
     ("eval-unreachable-hub-dataset", "eval_hub.py", ["--checkpoint", "prev/best_model.pt", "--suite", "perplexity",
                                                      "--ppl_dataset", "hf:nobody/no-such-dataset"],
      "the hub cannot be reached and it is not cached", None),
@@ -232,7 +232,8 @@ CASES: list[tuple[str, str, list[str], str, Callable[[Path], None] | None]] = [
                                                "--text_file", "missing.txt"], "--text_file 'missing.txt' does not exist", None),
     ("compare-missing-run-folder", "compare.py", ["nope_dir"], "run folder 'nope_dir' does not exist", None),
     ("compare-folder-without-runs", "compare.py", ["emptydir"], "'emptydir' holds no run folder", None),
-    ("compare-unwritable-out", "compare.py", ["prev", "--out", "afile/cmp"], "--out 'afile/cmp' is not writable", None),
+    ("compare-unwritable-out", "compare.py", ["prev", "--out", "afile/cmp"], "--output_dir 'afile/cmp' is not writable",
+     None),
     # ladder.py: every train.py and eval_hub.py option is checked before anything trains
     ("ladder-infinite-lr", "ladder.py", [*L, "--", "--lr", "inf"], "--lr must be a finite number > 0, got inf", None),
     ("ladder-unknown-device", "ladder.py", [*L, "--", "--device", "tpu9"], "--device 'tpu9' is not a device", None),
