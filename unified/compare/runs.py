@@ -18,11 +18,12 @@ from typing import Any, Sequence
 
 import unified
 from unified.errors import DataError
+from unified.evals.hub import SUITES
 from unified.evals.lm_eval.results import lm_eval_metrics
 from unified.evals.results import GRID_VERSION, parse_results_name
 from unified.train.runlog import read_metrics
 
-SUITE_NAMES = ("algorithmic", "needle", "perplexity")
+SUITE_NAMES = tuple(SUITES)  # the registry of unified.evals.hub
 SET_ASIDE = ".incomplete"  # ladder.py renames runs that stopped before a checkpoint to seed<k>.incomplete[N]
 
 
@@ -158,6 +159,17 @@ def _version(metas: dict[str, dict[str, Any]], notes: list[str]) -> str:
     return " + ".join(versions)
 
 
+def run_size(config: dict[str, Any], notes: list[str]) -> str:
+    """A run's model size, read one way: `model_size` of its config.json (the resolved training
+    config; summary.json, the checkpoint and the results meta only repeat it); "unknown", with a
+    note, when config.json has none."""
+    size = config.get("model_size")
+    if _text(size):
+        return size
+    notes.append("size unknown (config.json has no model_size)")
+    return "unknown"
+
+
 def load_runs(path: str | Path) -> list[Run]:
     """Read one run folder: the as-trained Run, then one Run per eval tag of its
     `results_<suite>@<tag>.json` files. Every missing, unreadable or mistyped file or field
@@ -191,8 +203,7 @@ def load_runs(path: str | Path) -> list[Run]:
         notes.append("config.json: 'model' is not an object; ignored")
     variant = next((v for v in (cfg.get("variant"), summ.get("variant"), model.get("variant"), meta.get("variant"))
                     if _text(v)), "unknown")
-    size = next((v for v in (cfg.get("model_size"), summ.get("size"), model.get("size"), meta.get("size"))
-                 if _text(v)), "unknown")
+    size = run_size(cfg, notes)
     seed = cfg.get("seed", summ.get("seed"))
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         notes.append(f"seed {seed!r} is not an integer; treated as unknown")

@@ -228,9 +228,9 @@ def register_variant(name: str) -> Callable[[type], type]:
 
 
 def variant_names() -> list[str]:
-    """Registered variant names in ladder order."""
-    order = ["baseline", "shared_loop", "latent", "act", "ssm", "ssm_mem", "reservoir", "liquid", "hrnn", "rsm"]
-    return sorted(VARIANTS, key=lambda n: (order.index(n) if n in order else len(order), n))
+    """Registered variant names in ladder order: the order of registration (the family imports
+    of `unified.models`, each family registering its variants in ladder order)."""
+    return list(VARIANTS)
 
 
 def resolve_variant(name: str) -> str:
