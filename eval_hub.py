@@ -15,7 +15,7 @@ import torch
 
 from unified.cli import ArgumentParser, run_cli
 from unified.evals.flags import add_eval_arguments, eval_settings
-from unified.evals.hub import load_for_eval, newest_checkpoint, run_suites
+from unified.evals.hub import SUITES, load_for_eval, newest_checkpoint, run_suites
 from unified.ops.precision import set_matmul_precision
 from unified.progress import set_quiet
 from unified.text.textcache import set_offline_if_unreachable
@@ -25,7 +25,7 @@ from unified.train.checkpoint import ensure_writable_dir
 def build_parser() -> ArgumentParser:
     """eval_hub.py's parser: `unified.evals.flags.add_eval_arguments` with one-line usage errors."""
     return add_eval_arguments(ArgumentParser(
-        description="Evaluate a checkpoint on the algorithmic / needle / perplexity suites."))
+        description=f"Evaluate a checkpoint on the {' / '.join(SUITES)} suites."))
 
 
 def main(argv: list[str] | None = None) -> int:
