@@ -43,6 +43,8 @@ def default_out(run_paths: list[Path]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
+    if args.output_dir:  # fail before reading any run
+        ensure_writable_dir(args.output_dir, "--output_dir")
     comp = compare(args.run_dirs, baseline=args.baseline)
     from unified.compare.report import write_report
 

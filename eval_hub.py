@@ -31,8 +31,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Check every option, load the checkpoint, run the suite(s), write their results files."""
     args = build_parser().parse_args(argv)
+    settings = eval_settings(args)  # every name and value checked before anything is read
     set_offline_if_unreachable()
-    settings = eval_settings(args)
     set_quiet(args.quiet)
     if args.threads:
         torch.set_num_threads(args.threads)

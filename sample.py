@@ -15,7 +15,7 @@ import torch
 from unified.cli import ArgumentParser, run_cli
 from unified.devices import check_device
 from unified.errors import ConfigError, DataError
-from unified.evals.hub import load_for_eval, newest_checkpoint
+from unified.evals.hub import check_override_names, load_for_eval, newest_checkpoint
 from unified.evals.sample_text import PREFIXES, encode_prompt, make_generator, stream_sample, validate_settings
 from unified.models.decoding import DecodeSettings
 from unified.models.optioncheck import parse_overrides
@@ -63,6 +63,7 @@ def read_prompt(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check every option (before the checkpoint is read), then print the continuations."""
     args = build_parser().parse_args(argv)
     settings = DecodeSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p, seed=args.seed)
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     if args.interactive and (args.prompt is not None or args.prompt_file is not None):
         raise ConfigError("--interactive reads prompts from stdin; drop --prompt / --prompt_file")
+    overrides = parse_overrides(args.model_overrides)
+    check_override_names(overrides)
     prompt = "" if args.interactive else read_prompt(args)
     device = check_device(args.device)
     if args.threads:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if ckpt is None:
         ckpt = newest_checkpoint()
         print(f"sampling from the newest checkpoint: {ckpt}", file=sys.stderr)
-    ctx = load_for_eval(ckpt, device=str(device), tokenizer=args.tokenizer, overrides=parse_overrides(args.model_overrides))
+    ctx = load_for_eval(ckpt, device=str(device), tokenizer=args.tokenizer, overrides=overrides)
 
     def write(text: str) -> None:
         sys.stdout.write(text)

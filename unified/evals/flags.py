@@ -19,7 +19,7 @@ from unified.data.tasks import resolve_tasks
 from unified.devices import check_device
 from unified.errors import ConfigError
 from unified.evals.algorithmic import AlgorithmicSettings, parse_ood_grid
-from unified.evals.hub import SUITES, EvalSettings, resolve_suite, suite_eval_options
+from unified.evals.hub import SUITES, EvalSettings, check_override_names, resolve_suite, suite_eval_options
 from unified.evals.needle import NeedleSettings
 from unified.evals.perplexity import PerplexitySettings
 from unified.evals.results import options_tag, results_name
@@ -114,9 +114,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def eval_settings(args: argparse.Namespace) -> EvalSettings:
     """The typed settings of parsed `args`, every name and value checked first (one-line
-    ConfigError for an unknown suite, task or device, a nonsense count or grid), before any
-    checkpoint or data is read. The model options are checked against the variant only once the
-    checkpoint is loaded (`unified.evals.hub.check_overrides`)."""
+    ConfigError for an unknown suite, task, device or model option, a nonsense count or grid),
+    before any checkpoint or data is read. Whether the checkpoint's variant can change a model
+    option is checked once it is loaded (`unified.evals.hub.check_overrides`)."""
     resolve_suite(args.suite)
     for flag in ("limit", "batch_size", "needle_samples"):
         value = getattr(args, flag)
@@ -140,7 +140,9 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
                                     max_tokens=args.ppl_max_tokens or None, batch_size=args.batch_size,
                                     prefix=args.ppl_prefix)
     perplexity.validate()
-    return EvalSettings(overrides=parse_overrides(args.model_overrides), tasks=tasks, algorithmic=algorithmic,
+    overrides = parse_overrides(args.model_overrides)
+    check_override_names(overrides)
+    return EvalSettings(overrides=overrides, tasks=tasks, algorithmic=algorithmic,
                         needle=needle, perplexity=perplexity, output_dir=args.output_dir)
 
 

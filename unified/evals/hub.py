@@ -24,7 +24,7 @@ from unified.evals.algorithmic import AlgorithmicSettings, run_algorithmic
 from unified.evals.needle import NeedleSettings, run_needle
 from unified.evals.perplexity import PerplexitySettings, run_perplexity
 from unified.evals.results import base_meta, options_tag, write_results
-from unified.models import LanguageModel
+from unified.models import VARIANTS, LanguageModel
 from unified.models.ssm import kernel_backends
 from unified.text.tokenizer import Tokenizer, load_tokenizer
 from unified.train.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
@@ -111,6 +111,20 @@ def newest_checkpoint(root: str | Path = "runs") -> Path:
         raise CheckpointError(f"no --checkpoint given and no {root}/*/best_model.pt found; train a model first "
                               f"(python train.py) or pass --checkpoint PATH")
     return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def check_override_names(overrides: dict[str, Any]) -> None:
+    """Before any checkpoint is read: every `--set` key must be an option that some registered
+    variant can change after training (whether the checkpoint's variant can, and the value's
+    type, are `check_overrides`' job once it is loaded); else a one-line ConfigError listing them."""
+    by_key: dict[str, list[str]] = {}
+    for name, spec in VARIANTS.items():
+        for key in spec.cls.eval_overridable:
+            by_key.setdefault(key, []).append(name)
+    for key in overrides:
+        if key not in by_key:
+            accepted = "; ".join(f"{k} ({', '.join(v)})" for k, v in by_key.items())
+            raise ConfigError(f"--set {key}: no variant can change {key!r} after training; changeable: {accepted}")
 
 
 def check_overrides(model: LanguageModel, overrides: dict[str, Any]) -> dict[str, Any]:
