@@ -1,6 +1,8 @@
 """The train layer: one training run from a `TrainConfig` to its run folder.
 
-    config.py       `TrainConfig`, the learning-rate schedule, the run folder's name
+    config.py       `TrainConfig` (sections, each option declared once), the learning-rate schedule
+    flags.py        train.py's flags derived from it, `--config FILE`, `config_from_args`
+    resolve.py      `resolve` (checks and defaults before any I/O), the run folder, device settings
     trainer.py      the loop (`Trainer`, `train`)
     validation.py   the validation / checkpoint steps and the held-out language loss
     checkpoint.py   atomic writes, checkpoints and their load checks, writable-folder check

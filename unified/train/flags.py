@@ -58,7 +58,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _add_leaf(group: Any, leaf: Leaf) -> None:
     meta, hint = leaf.meta, leaf.type
     text = meta.get("help", "")
-    if leaf.default not in (None, False, ""):
+    if leaf.default is not None and leaf.default is not False and leaf.default != "":
         text += f" (default: {leaf.default})"
     kw: dict[str, Any] = {"dest": leaf.name, "default": argparse.SUPPRESS,
                           "help": argparse.SUPPRESS if meta.get("hidden") else text}
