@@ -2,7 +2,7 @@
 
 A preset is one TOML file in `presets/` (`python ladder.py --preset NAME`, `--list_presets`):
 the citation and the published claim, the rows (a name, a variant and its model options), the
-train.py and eval_hub.py arguments of its CPU default scale and of other scales (`--scale`), an
+train.py and eval_hub.py arguments of its CPU default scale and of other scales (`--model_size`), an
 optional learning-rate grid, and the expected outcome as machine-checkable criteria. After the
 ladder has trained and evaluated every row, `unified.ladder.reproduction` writes `reproduction.md` and a
 figure: published vs measured, each criterion met / not met / not shown with its interval, and
@@ -16,7 +16,7 @@ File layout (every key is checked; unknown keys are errors naming the accepted o
     figure = { kind = "ood", task = "parity" }     kind: ood | state | criteria
     [train]  alg_tasks = "parity" ...              train.py options (flag = value)
     [eval]   suite = "algorithmic", tasks = ["parity"], ood = ["parity=12,16,32,64"] ...
-    [scales.nano]  train = {...}, eval = {...}     merged over [train] / [eval] for --scale nano
+    [scales.nano]  train = {...}, eval = {...}     merged over [train] / [eval] for --model_size nano
     [[rows]]  name = "hrnn", variant = "hrnn", options = {...}, train = {...}, published = "~100%"
     [[criteria]]  row = "hrnn", metric = "ood_em/parity/*", op = ">=", value = 0.95, text = "...",
                   published = "...", (or vs = "baseline", k = 1.0, delta = 0.0), column = "..."
@@ -274,6 +274,6 @@ def list_presets_text(directory: Path = PRESETS_DIR) -> str:
         p = load_preset(name, directory)
         time = f", ~{p.minutes:g} min on 2 CPU cores per seed" if p.minutes else ""
         out.append(f"{p.name}: {p.title}\n    {p.citation}\n    rows: {', '.join(r.name for r in p.rows)}; "
-                   f"default --scale {p.scale}, seeds {','.join(map(str, p.seeds))}{time}"
+                   f"default --model_size {p.scale}, seeds {','.join(map(str, p.seeds))}{time}"
                    + (f"; lr grid {','.join(f'{x:g}' for x in p.lr_grid)}" if p.lr_grid else ""))
     return "\n".join(out)

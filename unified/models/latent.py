@@ -107,7 +107,7 @@ class ThoughtCore(nn.Module):
 
 @dataclass
 class LatentOptions:
-    """K: thought-core iterations (changeable at evaluation, `--K`); inject_layer: number of
+    """K: thought-core iterations (changeable at evaluation, `--set K=N`); inject_layer: number of
     token blocks before the thought stream reads and writes the token stream (-1 = n_layers // 2)."""
 
     K: int = 4
@@ -209,7 +209,7 @@ class LatentLM(LanguageModel):
 
 @dataclass
 class ACTOptions:
-    """K: maximum thought steps (Graves' max_K; changeable at evaluation, `--K`); min_K: steps
+    """K: maximum thought steps (Graves' max_K; changeable at evaluation, `--set K=N`); min_K: steps
     always taken before halting may happen; lambda_ponder: weight of the ponder cost (act) or
     of the KL to the geometric prior (pondernet); halting: "act" | "pondernet"; act_eps: halt
     once the cumulative halting probability reaches 1 - act_eps; prior_lambda: per-step halting

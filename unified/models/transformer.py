@@ -2,7 +2,7 @@
 layers applied repeatedly, parameter-shared depth).
 
 shared_loop applies `n_unique` distinct blocks `n_loops` times (effective depth
-n_unique x n_loops). `n_loops` can be changed after training (`eval_hub.py --override
+n_unique x n_loops). `n_loops` can be changed after training (`eval_hub.py --set
 n_loops=8`) to test whether extra iterations add useful compute, as recurrent-depth models do
 (Dehghani et al. 2019, Universal Transformers; Geiping et al. 2025). Each application has its
 own KV cache slot, so FLOPs and state grow with effective depth and are reported that way.
