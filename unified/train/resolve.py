@@ -15,7 +15,8 @@ is read or any model built.
    (`unified.train.resume`, which returns a new config, resolved again), `machine_settings` (the
    torch device and the float32 matmul precision measured on it), and last the language data
    (`--lang_dataset auto` picks its concrete source when the data is loaded).
-The Trainer keeps the resolved config and never assigns to it (its sections are frozen).
+The Trainer keeps the resolved config and never assigns to it (TrainConfig and its own sections are
+frozen; the reused TaskCurriculumConfig is copied before the curriculum keeps it).
 """
 from __future__ import annotations
 
