@@ -51,7 +51,7 @@ def test_token_accuracy_counts_extra_and_missing_tokens() -> None:
 
 def _stub_generate(answers_for):
     """A `generate` stand-in: row i of the batch gets `answers_for(prompt_text)` = (ids, ended)."""
-    def fake(model, prompts, eos_id, settings, batch_size=64):
+    def fake(model, prompts, eos_id, settings, batch_size=64, **_):
         out = [answers_for(TOK.decode(p)) for p in prompts]
         return Generation([o[0] for o in out], [None] * len(prompts), [o[1] for o in out], [None] * len(prompts))
     return fake

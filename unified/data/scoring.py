@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from unified.data.batches import encode_example
 from unified.data.tasks import Example, Task, get_task
@@ -48,18 +48,28 @@ def token_accuracy(pred: Sequence[int], ended: bool, answer: Sequence[int], eos_
 
 
 def score_examples(model: LanguageModel, tokenizer: Tokenizer, examples: Sequence[Example],
-                   batch_size: int = 64) -> list[dict[str, Any]]:
+                   batch_size: int = 64, cells: Sequence[Hashable] | None = None,
+                   on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Greedy-decode every example; per example: prompt, answer, correct (strict, see
     `strict_correct`, then `Task.check`), token accuracy, prediction text, whether generation
     ended on EOS, compute steps (all positions and answer positions; None for fixed-compute
-    variants) and token length of "BOS prompt answer EOS" (as trained, `encode_example`)."""
+    variants) and token length of "BOS prompt answer EOS" (as trained, `encode_example`).
+
+    The token budget is the longest answer + 4. `cells` (one key per example) scores several
+    grid cells in one call, each with its own budget, so prompts of equal length from different
+    cells share decoding batches; `on_batch(n)` is called after each batch (progress bars)."""
     if not examples:
         return []
     prompts = [[tokenizer.bos_id] + tokenizer.encode(e.prompt) for e in examples]
     answers = [tokenizer.encode(e.answer) for e in examples]
-    settings = DecodeSettings(max_new_tokens=max(len(a) for a in answers) + 4)
-    gen = generate(model, prompts, tokenizer.eos_id, settings, batch_size=batch_size)
-    ended = gen.ended if gen.ended is not None else [len(t) < settings.max_new_tokens for t in gen.tokens]
+    keys = list(cells) if cells is not None else [None] * len(examples)
+    longest: dict[Hashable, int] = {}
+    for key, a in zip(keys, answers):
+        longest[key] = max(longest.get(key, 0), len(a))
+    budgets = [longest[key] + 4 for key in keys]
+    gen = generate(model, prompts, tokenizer.eos_id, DecodeSettings(max_new_tokens=max(budgets)),
+                   batch_size=batch_size, max_new_tokens=budgets, on_batch=on_batch)
+    ended = gen.ended if gen.ended is not None else [len(t) < b for t, b in zip(gen.tokens, budgets)]
     answer_steps = gen.answer_steps if gen.answer_steps is not None else [None] * len(examples)
     rows = []
     for ex, ans, pred, eos, steps, a_steps in zip(examples, answers, gen.tokens, ended, gen.mean_steps,

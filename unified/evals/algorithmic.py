@@ -12,7 +12,8 @@ whose lengths reach into the training range.
 
 Scoring is strict (`unified.data.scoring.strict_correct`, shared with the trainer's validation):
 an example is correct only when the generated tokens are exactly the answer's tokens followed by
-EOS, and then `Task.check` on the decoded text. Decoding is batched greedy with the cache.
+EOS, and then `Task.check` on the decoded text. Decoding is batched greedy with the cache, all
+cells in one call (prompts of equal length share batches across cells and tasks).
 Adaptive-compute variants also report mean compute steps over all positions and over answer
 positions only.
 """
@@ -80,33 +81,48 @@ def parse_ood_grid(items: Sequence[str] | None, tasks: Sequence[Task]) -> dict[s
 def run_algorithmic(model: LanguageModel, tokenizer: Tokenizer, tasks: Sequence[Task],
                     settings: AlgorithmicSettings) -> dict[str, Any]:
     """The suite's payload: per task the IID cell (with a per-difficulty breakdown) and one cell
-    per OOD value, each with n, n_distinct, floor and length range; pooled IID and OOD numbers."""
+    per OOD value, each with n, n_distinct, floor and length range; pooled IID and OOD numbers.
+
+    Every cell of every task is decoded in one `score_examples` call (each cell keeps its own
+    token budget), so prompts of equal length share batches across cells and tasks: far fewer
+    decoding loops than one call per cell, with the same rows."""
+    grid: list[tuple[Task, int | None, list]] = []  # (task, OOD value or None for IID, examples)
+    for task in tasks:
+        lo, hi = task.train_range
+        grid.append((task, None, heldout_cell(task, "eval", list(range(lo, hi + 1)), settings.limit, settings.seed)))
+        grid += [(task, d, heldout_cell(task, "eval", [d], settings.limit, settings.seed))
+                 for d in settings.ood_values(task)]
+    examples = [e for _, _, exs in grid for e in exs]
+    keys = [c for c, (_, _, exs) in enumerate(grid) for _ in exs]
+    with progress(total=len(examples), desc="algorithmic") as bar:  # a bar on a terminal (unified.progress)
+        scored = score_examples(model, tokenizer, examples, settings.batch_size, cells=keys, on_batch=bar.update)
+    cell_rows: list[list[dict[str, Any]]] = [[] for _ in grid]
+    for key, row in zip(keys, scored):
+        cell_rows[key].append(row)
     per_task: dict[str, Any] = {}
     iid_cells, ood_cells, all_iid, all_ood = [], [], [], []
-    for task in progress(tasks, desc="algorithmic"):  # a bar on a terminal (unified.progress)
-        lo, hi = task.train_range
-        iid_examples = heldout_cell(task, "eval", list(range(lo, hi + 1)), settings.limit, settings.seed)
-        rows = score_examples(model, tokenizer, iid_examples, settings.batch_size)
-        by_d: dict[int, list] = defaultdict(list)
-        for r in rows:
-            by_d[r["difficulty"]].append(r)
-        iid = {**summarize(rows, task), "by_difficulty": {str(d): summarize(v, task) for d, v in sorted(by_d.items())}}
-        train_len = list(train_length_range(task, tokenizer))
-        entry: dict[str, Any] = {"iid": iid, "train_range": [lo, hi], "train_length_range": train_len, "ood": {}}
-        iid_cells.append(iid)
-        all_iid += rows
-        entry["ood_values"] = list(settings.ood_values(task))
-        for d in settings.ood_values(task):
-            exs = heldout_cell(task, "eval", [d], settings.limit, settings.seed)
-            ood_rows = score_examples(model, tokenizer, exs, settings.batch_size)
-            cell = summarize(ood_rows, task)
-            cell["overlaps_train_length"] = bool(ood_rows) and cell["length_range"][0] <= train_len[1]
-            entry["ood"][str(d)] = cell
-            ood_cells.append(cell)
-            all_ood += ood_rows
-        entry["examples"] = [{"prompt": r["prompt"], "prediction": r["prediction"], "correct": bool(r["correct"])}
-                             for r in rows[:3]]
-        per_task[task.name] = entry
+    for (task, value, _), rows in zip(grid, cell_rows):
+        if value is None:
+            lo, hi = task.train_range
+            by_d: dict[int, list] = defaultdict(list)
+            for r in rows:
+                by_d[r["difficulty"]].append(r)
+            iid = {**summarize(rows, task),
+                   "by_difficulty": {str(d): summarize(v, task) for d, v in sorted(by_d.items())}}
+            train_len = list(train_length_range(task, tokenizer))
+            per_task[task.name] = {"iid": iid, "train_range": [lo, hi], "train_length_range": train_len, "ood": {},
+                                   "ood_values": list(settings.ood_values(task)),
+                                   "examples": [{"prompt": r["prompt"], "prediction": r["prediction"],
+                                                 "correct": bool(r["correct"])} for r in rows[:3]]}
+            iid_cells.append(iid)
+            all_iid += rows
+            continue
+        entry = per_task[task.name]
+        cell = summarize(rows, task)
+        cell["overlaps_train_length"] = bool(rows) and cell["length_range"][0] <= entry["train_length_range"][1]
+        entry["ood"][str(value)] = cell
+        ood_cells.append(cell)
+        all_ood += rows
     iid_sum, ood_sum = pooled(iid_cells, all_iid), pooled(ood_cells, all_ood)
     steps = {k: iid_sum[k] for k in ("mean_steps", "mean_steps_answer") if k in iid_sum}
     return {"exact_match": iid_sum["exact_match"], "exact_match_stderr": iid_sum["exact_match_stderr"],

@@ -15,14 +15,14 @@ made them several times slower (issue 20: the algorithmic suite took 91 s with -
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from unified.models.base import LanguageModel
+from unified.models.cache_rows import CacheRowsError, take_rows
 from unified.ops.precision import small_matmul_precision
 
 
@@ -84,24 +84,59 @@ def step_context(device: torch.device | str) -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+class CachedDecoder:
+    """Prefilled prompts decoded one token per step through the model's cache.
+
+    `logits` (n, V) are the last-position logits of the `rows` still decoded (indices into the
+    original batch); `step(tokens)` feeds one token per such row; `keep(mask)` drops the other
+    rows from the cache, so finished rows cost nothing (returns False, keeping every row, when
+    the variant's cache cannot be split by rows, see `unified.models.cache_rows`)."""
+
+    def __init__(self, model: LanguageModel, cache: Any, logits: torch.Tensor):
+        self.model, self.cache, self.logits = model, cache, logits
+        self.rows = torch.arange(logits.shape[0])
+        self.device = logits.device
+
+    @classmethod
+    @torch.no_grad()
+    def prefill(cls, model: LanguageModel, ids: torch.Tensor) -> "CachedDecoder":
+        """Run the prompts `ids` (B, T) through a fresh cache."""
+        model.eval()
+        out = model(ids, cache=model.init_cache(ids.shape[0]))
+        return cls(model, out.cache, out.logits[:, -1])
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor) -> None:
+        """Feed `tokens` (one per decoded row) and keep the logits of the next position."""
+        with step_context(self.device):
+            out = self.model(tokens[:, None], cache=self.cache)
+        self.cache, self.logits = out.cache, out.logits[:, -1]
+
+    def keep(self, mask: torch.Tensor) -> bool:
+        """Keep only the decoded rows where `mask` (one bool per row) is True."""
+        idx = torch.nonzero(mask.cpu(), as_tuple=False).flatten()
+        try:
+            self.cache = take_rows(self.cache, idx, len(self.rows))
+        except CacheRowsError:
+            return False
+        self.logits, self.rows = self.logits[idx.to(self.device)], self.rows[idx]
+        return True
+
+
 @torch.no_grad()
 def decode_steps(model: LanguageModel, ids: torch.Tensor, settings: DecodeSettings,
                  gen: torch.Generator | None) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) of the prompts `ids` (B, T), one step at a time, for at
     most `settings.max_new_tokens` steps. The prompts are prefilled once; each step feeds the
-    chosen tokens back through the model's cache. When a token is yielded, the forward that
-    chose it has just run (so `model.last_steps` is that forward's). The caller stops early by
-    closing the iterator: no forward runs whose output nobody reads."""
-    model.eval()
-    device = ids.device
-    out = model(ids, cache=model.init_cache(ids.shape[0]))
+    chosen tokens back through the model's cache. The caller stops early by closing the
+    iterator: no forward runs whose output nobody reads."""
+    dec = CachedDecoder.prefill(model, ids)
     for i in range(settings.max_new_tokens):
-        nxt = choose_next(out.logits[:, -1], settings, gen)
+        nxt = choose_next(dec.logits, settings, gen)
         yield nxt
         if i == settings.max_new_tokens - 1:
             return
-        with step_context(device):
-            out = model(nxt[:, None], cache=out.cache)
+        dec.step(nxt)
 
 
 @torch.no_grad()
@@ -145,32 +180,49 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
 def _generate_group(model: LanguageModel, ids: torch.Tensor, eos_id: int, s: DecodeSettings,
                     gen: torch.Generator | None, budgets: Sequence[int]):
     """One batch of equal-length prompts: tokens (EOS excluded), mean steps, ended, answer steps."""
-    B = ids.shape[0]
-    budget = torch.tensor(budgets, dtype=torch.long)
+    return decode_rows(CachedDecoder.prefill(model, ids), eos_id, s, gen, budgets)
+
+
+def decode_rows(dec: CachedDecoder, eos_id: int, s: DecodeSettings, gen: torch.Generator | None,
+                budgets: Sequence[int], prompt_steps: tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                            torch.Tensor] | None = None):
+    """Decode the prefilled rows of `dec` until each has emitted EOS or used its budget; per
+    row: tokens (EOS excluded), mean compute steps, ended on EOS, mean answer-position steps.
+
+    With greedy decoding finished rows are dropped from the batch (a row's tokens do not depend
+    on the rows beside it); sampling keeps every row, so the random stream stays the same.
+    `prompt_steps` (step sum and count over all prompt positions, and over the last one) is
+    given when the prompts were not prefilled by one forward (else they are read from it)."""
+    model = dec.model
+    B = len(dec.rows)
+    budget = torch.tensor(list(budgets), dtype=torch.long)
     ended = torch.zeros(B, dtype=torch.bool)
     finished = budget <= 0  # a row is finished once it emitted EOS or used its budget
     kept: list[torch.Tensor] = []  # per step: (B,) token ids, -1 where the row emitted nothing
-    zeros = torch.zeros(B)
-    step_sum, step_count, ans_sum, ans_count = zeros, zeros, zeros, zeros
-    steps = decode_steps(model, ids, dataclasses.replace(s, max_new_tokens=max(max(budgets), 1)), gen)
-    for i, nxt in enumerate(steps):
-        if i == 0:  # the prefill: every position of every row
-            everyone = torch.ones(B, dtype=torch.bool)
-            step_sum, step_count = _steps(model, step_sum, step_count, everyone)
-            ans_sum, ans_count = _steps(model, ans_sum, ans_count, everyone, last_only=True)
-        else:  # the step that fed back token i-1: rows still going
-            step_sum, step_count = _steps(model, step_sum, step_count, ~finished)
-            ans_sum, ans_count = _steps(model, ans_sum, ans_count, ~finished)
+    if prompt_steps is not None:
+        step_sum, step_count, ans_sum, ans_count = prompt_steps
+    else:  # the prefill: every position of every row
+        zeros, everyone = torch.zeros(B), torch.ones(B, dtype=torch.bool)
+        step_sum, step_count = _steps(model, zeros, zeros, everyone, dec.rows)
+        ans_sum, ans_count = _steps(model, zeros, zeros, everyone, dec.rows, last_only=True)
+    nxt = torch.zeros(0, dtype=torch.long)
+    for i in range(max(budgets, default=0)):
         if bool(finished.all()):
             break
-        nxt = nxt.cpu()
-        is_eos = (nxt == eos_id) & ~finished
-        kept.append(torch.where(finished | is_eos, torch.full_like(nxt, -1), nxt))
+        if i > 0:
+            dec.step(nxt)
+            step_sum, step_count = _steps(model, step_sum, step_count, ~finished, dec.rows)
+            ans_sum, ans_count = _steps(model, ans_sum, ans_count, ~finished, dec.rows)
+        nxt = choose_next(dec.logits, s, gen)
+        token = torch.full((B,), -1, dtype=torch.long)
+        token[dec.rows] = nxt.cpu()
+        is_eos = (token == eos_id) & ~finished
+        kept.append(torch.where(finished | is_eos, torch.full_like(token, -1), token))
         ended |= is_eos
         finished |= is_eos | (budget <= i + 1)
-        if bool(finished.all()):  # no forward whose output nobody reads
-            steps.close()
-            break
+        going = ~finished[dec.rows]
+        if s.temperature <= 0 and not bool(going.all()) and bool(going.any()) and dec.keep(going):
+            nxt = nxt[going.to(nxt.device)]
     grid = torch.stack(kept, dim=1).tolist() if kept else [[] for _ in range(B)]
     result = [[t for t in row if t >= 0] for row in grid]
 
@@ -180,15 +232,17 @@ def _generate_group(model: LanguageModel, ids: torch.Tensor, eos_id: int, s: Dec
     return result, mean(step_sum, step_count), ended.tolist(), mean(ans_sum, ans_count)
 
 
-def _steps(model, step_sum, step_count, active, last_only: bool = False):
-    """Accumulate per-row compute steps of the last forward (variants that expose `last_steps`);
-    `last_only`: only its last position (the one that predicts the next, generated, token)."""
+def _steps(model, step_sum, step_count, active, rows=None, last_only: bool = False):
+    """Accumulate per-row compute steps of the last forward (variants that expose `last_steps`)
+    into the rows `rows` of the batch (all rows when None) that are `active`; `last_only`: only
+    its last position (the one that predicts the next, generated, token)."""
     last = getattr(model, "last_steps", None)
     if last is None:
         return step_sum, step_count
     last = last.detach().float().cpu()
     if last_only:
         last = last[:, -1:]
-    step_sum = step_sum + last.sum(dim=1) * active
-    step_count = step_count + last.shape[1] * active
-    return step_sum, step_count
+    rows = torch.arange(len(step_sum)) if rows is None else rows
+    add_sum, add_count = torch.zeros_like(step_sum), torch.zeros_like(step_count)
+    add_sum[rows], add_count[rows] = last.sum(dim=1), float(last.shape[1])
+    return step_sum + add_sum * active, step_count + add_count * active
