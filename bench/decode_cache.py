@@ -1,7 +1,7 @@
 """Benchmark: greedy decoding with the cache vs without it, per variant, on CPU.
 
     python bench/decode_cache.py                                  # every variant, pico and micro
-    python bench/decode_cache.py --sizes pico --variants baseline ssm --threads 1
+    python bench/decode_cache.py --model_sizes pico --variants baseline ssm --threads 1
 
 For each (variant, size) a freshly initialised model (weights do not change the cost) continues
 a seeded random prompt of `--prompt_len` tokens by `--new_tokens` tokens, greedily:
@@ -74,7 +74,8 @@ def bench_one(variant: str, size: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="*", default=None, help="default: every registered variant")
-    p.add_argument("--sizes", nargs="*", default=["pico", "micro"])
+    p.add_argument("--model_sizes", dest="sizes", nargs="*", default=["pico", "micro"])
+    p.add_argument("--sizes", dest="sizes", nargs="*", default=["pico", "micro"], help=argparse.SUPPRESS)
     p.add_argument("--prompt_len", type=int, default=256)
     p.add_argument("--new_tokens", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=1)

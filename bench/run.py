@@ -2,8 +2,8 @@
 prefill / cached decoding tokens/s, cached-vs-recomputed decoding, peak memory.
 
     python bench/run.py                                   # pico,micro,nano x all variants x fp32,bf16
-    python bench/run.py --sizes nano --variants baseline --dtype fp32 --steps 3
-    python bench/run.py --sizes pico --variants baseline,ssm --threads 1 --out /tmp/r.md   # quick check
+    python bench/run.py --model_sizes nano --variants baseline --dtype fp32 --steps 3
+    python bench/run.py --model_sizes pico --variants baseline,ssm --threads 1 --out /tmp/r.md   # quick check
 
 Writes `--out` (markdown, default bench/RESULTS.md) and the same data as JSON beside it.
 
@@ -84,7 +84,8 @@ def split_list(text: str, accepted: list[str] | tuple[str, ...], kind: str) -> l
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="pico,micro,nano", help="comma-separated sizes")
+    p.add_argument("--model_sizes", dest="sizes", default="pico,micro,nano", help="comma-separated model sizes")
+    p.add_argument("--sizes", dest="sizes", default="pico,micro,nano", help=argparse.SUPPRESS)
     p.add_argument("--variants", default="all", help="comma-separated rows (variants, plus reservoir-linear), or all")
     p.add_argument("--dtype", default="fp32,bf16", help="comma-separated: fp32, bf16 (bf16 = CPU autocast)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
