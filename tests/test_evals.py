@@ -103,7 +103,7 @@ def test_needle_scores_a_model_that_answers_correctly(monkeypatch) -> None:
 
     tok = ByteTokenizer()
 
-    def oracle(model, prompts, eos_id, settings, batch_size):
+    def oracle(model, prompts, eos_id, settings, batch_size, **_):
         codes = [re.findall(r"\d+", tok.decode(p))[0] for p in prompts]
         return Generation([tok.encode(" " + c + ".") for c in codes], [None] * len(prompts))
 
@@ -112,7 +112,7 @@ def test_needle_scores_a_model_that_answers_correctly(monkeypatch) -> None:
     res = run_needle(model, tok, NeedleSettings(context_lengths=(128,), depths=(0.5,), samples=3))
     assert res["accuracy"] == 1.0 and res["n"] == 3
     monkeypatch.setattr(needle_mod, "generate",
-                        lambda m, p, e, s, batch_size: Generation([tok.encode(" 1") for _ in p], [None] * len(p)))
+                        lambda m, p, e, s, batch_size, **_: Generation([tok.encode(" 1") for _ in p], [None] * len(p)))
     assert run_needle(model, tok, NeedleSettings(context_lengths=(128,), depths=(0.5,), samples=3))["accuracy"] == 0.0
 
 

@@ -187,7 +187,7 @@ def test_answer_steps_are_the_mean_over_answer_positions() -> None:
 def test_needle_default_grid_is_relative_to_the_training_length(monkeypatch) -> None:
     import unified.evals.needle as needle_mod
 
-    monkeypatch.setattr(needle_mod, "generate", lambda m, p, e, s, batch_size: Generation(
+    monkeypatch.setattr(needle_mod, "generate", lambda m, p, e, s, batch_size, **_: Generation(
         [TOK.encode(" 1") for _ in p], [None] * len(p)))
     model = tiny_model("baseline", vocab_size=259, max_seq_len=256)
     res = run_needle(model, TOK, NeedleSettings(depths=(0.5,), samples=1, train_len=128))

@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from unified.models.base import LanguageModel
-from unified.models.cache_rows import CacheRowsError, take_rows
+from unified.models.cache_rows import CacheRowsError, stack_rows, take_rows
+from unified.models.shared_prefill import Prefilled, prefill_shared
 from unified.ops.precision import small_matmul_precision
 
 
@@ -143,13 +144,17 @@ def decode_steps(model: LanguageModel, ids: torch.Tensor, settings: DecodeSettin
 def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int,
              settings: DecodeSettings | None = None, batch_size: int = 64,
              max_new_tokens: Sequence[int] | None = None,
-             on_batch: Callable[[int], None] | None = None) -> Generation:
+             on_batch: Callable[[int], None] | None = None, share_prefixes: bool = False) -> Generation:
     """Continue each prompt until EOS or its token budget, using the model's cache.
 
     The budget is `settings.max_new_tokens`, or `max_new_tokens[i]` for prompt i when given
     (a row's tokens do not depend on the budgets of the rows it shares a batch with). Prompts of
     equal length are batched, at most `batch_size` rows, rows of similar budget together;
-    `on_batch(n)` is called after each batch of n rows (progress bars)."""
+    `on_batch(n)` is called after each batch of n rows (progress bars). `share_prefixes`: the
+    prompts of one length are prefilled along their prefix tree, each shared prefix once
+    (`unified.models.shared_prefill`; worth it when prompts share long prefixes, as needle
+    prompts do), then decoded in batches as usual; variants whose cache cannot be split by
+    rows are prefilled per batch."""
     s = settings or DecodeSettings()
     budgets = [s.max_new_tokens] * len(prompts) if max_new_tokens is None else [int(m) for m in max_new_tokens]
     if len(budgets) != len(prompts):
@@ -166,10 +171,14 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
         groups[len(p)].append(i)
     for length in sorted(groups):
         idx_all = sorted(groups[length], key=lambda i: budgets[i])  # stable: prompt order within a budget
+        shared = _prefill_shared(model, [prompts[i] for i in idx_all]) if share_prefixes else None
         for b in range(0, len(idx_all), batch_size):
             idx = idx_all[b:b + batch_size]
-            ids = torch.tensor([list(prompts[i]) for i in idx], dtype=torch.long, device=device)
-            out, st, eos, ans = _generate_group(model, ids, eos_id, s, gen, [budgets[i] for i in idx])
+            start = _stacked(model, shared[b:b + len(idx)]) if shared is not None else None
+            if start is None:
+                ids = torch.tensor([list(prompts[i]) for i in idx], dtype=torch.long, device=device)
+                start = (CachedDecoder.prefill(model, ids), None)
+            out, st, eos, ans = decode_rows(start[0], eos_id, s, gen, [budgets[i] for i in idx], start[1])
             for j, i in enumerate(idx):
                 tokens[i], steps[i], ended[i], answer_steps[i] = out[j], st[j], eos[j], ans[j]
             if on_batch is not None:
@@ -177,10 +186,28 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     return Generation(tokens, steps, ended, answer_steps)
 
 
-def _generate_group(model: LanguageModel, ids: torch.Tensor, eos_id: int, s: DecodeSettings,
-                    gen: torch.Generator | None, budgets: Sequence[int]):
-    """One batch of equal-length prompts: tokens (EOS excluded), mean steps, ended, answer steps."""
-    return decode_rows(CachedDecoder.prefill(model, ids), eos_id, s, gen, budgets)
+def _prefill_shared(model: LanguageModel, prompts: list[Sequence[int]]) -> list[Prefilled] | None:
+    """`prefill_shared`, or None when the variant's cache cannot be split by rows."""
+    try:
+        return prefill_shared(model, prompts)
+    except CacheRowsError:
+        return None
+
+
+def _stacked(model: LanguageModel, rows: Sequence[Prefilled]):
+    """A decoder over separately prefilled rows and their prompt steps, or None when their
+    caches cannot be stacked."""
+    try:
+        cache = stack_rows([r.cache for r in rows])
+    except CacheRowsError:
+        return None
+    dec = CachedDecoder(model, cache, torch.cat([r.logits for r in rows], dim=0))
+    if not rows[0].reported:
+        zeros = torch.zeros(len(rows))
+        return dec, (zeros, zeros, zeros, zeros)
+    ones = torch.ones(len(rows))
+    return dec, (torch.tensor([r.steps for r in rows]), torch.tensor([float(r.positions) for r in rows]),
+                 torch.tensor([r.last_steps for r in rows]), ones)
 
 
 def decode_rows(dec: CachedDecoder, eos_id: int, s: DecodeSettings, gen: torch.Generator | None,
