@@ -1,8 +1,8 @@
 """What every CLI shares: one-line errors with exit status 2 (`run_cli`, `ArgumentParser`); the
 `--set KEY=VALUE` parser is `unified.models.optioncheck.parse_overrides`. Only the CLI scripts
 (train.py, eval_hub.py, compare.py, ladder.py, sample.py, bench/*.py and the packages' `__main__`
-modules) import this module; the library never does (tests/test_layering.py). Failing fast when offline is
-`unified.text.textcache.set_offline_if_unreachable`; the writable-output check is
+modules) import this module; the library never does (tests/test_layering.py). Failing fast when
+offline is `unified.text.textcache.set_offline_if_unreachable`; the writable-output check is
 `unified.train.checkpoint.ensure_writable_dir`.
 """
 from __future__ import annotations
