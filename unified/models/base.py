@@ -146,9 +146,13 @@ class LanguageModel(nn.Module):
                 {"params": groups[False], "weight_decay": 0.0}]
 
     def configure_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
-                            fused: bool = False) -> torch.optim.AdamW:
+                            fused: bool | None = None) -> torch.optim.AdamW:
         """The one optimizer of this project (training and benchmarks): AdamW over
-        `optimizer_param_groups(weight_decay)`. `fused` selects the fused CUDA kernel."""
+        `optimizer_param_groups(weight_decay)`. `fused` selects the fused kernel; None (default):
+        fused where the parameters live on a CPU or CUDA device (on CPU 3-4x faster than the
+        per-parameter loop for small models, issue 20), the per-parameter loop elsewhere."""
+        if fused is None:
+            fused = next(self.parameters()).device.type in ("cpu", "cuda")
         return torch.optim.AdamW(self.optimizer_param_groups(weight_decay), lr=lr, betas=betas, fused=fused)
 
     def num_params(self, trainable_only: bool = False) -> int:

@@ -7,11 +7,13 @@ the full forward pass exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unified.models.config import ModelConfig
 
@@ -130,10 +132,72 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
+# Under `torch.set_float32_matmul_precision("medium")` (oneDNN float32 matmuls, what `auto` picks
+# on AVX-512 CPUs without AMX) SDPA's CPU flash kernel gets 1.1x (nano, 8x8x256x64) to 7x (4 heads
+# of 32, 12x64) slower per forward + backward (issue 20; bench/RESULTS.md "Small-model step").
+# Float32 CPU attention then runs the flash kernel under "highest" (`_FlashAtHighest`: the very
+# values and gradients SDPA computes under "highest"), or, for the cases it does not take (masks,
+# GQA, dropout), SDPA's math backend, whose matmuls take the oneDNN path, for at most this many
+# query-key pairs per head (it stores the (B, H, T, S) weights).
+_MATH_ATTENTION_MAX_PAIRS = 512 * 512
+
+
+@contextlib.contextmanager
+def _highest_precision():
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+class _FlashAtHighest(torch.autograd.Function):
+    """Causal SDPA (CPU flash kernel) whose forward and backward run under "highest"."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        with _highest_precision():
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        q, k, v, out, lse = ctx.saved_tensors
+        with _highest_precision():
+            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad, q, k, v, out, lse, 0.0, True)
+
+
+def _onednn_fp32_cpu(q: torch.Tensor) -> bool:
+    """Float32 attention on CPU while oneDNN computes float32 matmuls (see above), not traced."""
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and not torch.compiler.is_compiling()
+            and torch.backends.mkldnn.matmul.fp32_precision == "bf16")
+
+
+def _sdpa_backend(q: torch.Tensor, S: int) -> contextlib.AbstractContextManager:
+    """SDPA's math backend for the float32 CPU attention `_FlashAtHighest` does not take while
+    oneDNN computes float32 matmuls, up to `_MATH_ATTENTION_MAX_PAIRS`; otherwise no constraint."""
+    if _onednn_fp32_cpu(q) and q.shape[2] * S <= _MATH_ATTENTION_MAX_PAIRS:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int = 0, window: int | None = None,
            dropout: float = 0.0, prefix: int = 0) -> torch.Tensor:
     """Causal scaled-dot-product attention where query i sits at absolute position q_start + i and
     key j at position j - prefix; keys with j < prefix (e.g. memory tokens) are visible to all."""
+    if (window is None and prefix == 0 and q_start == 0 and dropout == 0.0 and q.shape == k.shape == v.shape
+            and _onednn_fp32_cpu(q)):
+        return _FlashAtHighest.apply(q, k, v)
+    with _sdpa_backend(q, k.shape[2]):
+        return _attend(q, k, v, q_start, window, dropout, prefix)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, window: int | None, dropout: float,
+            prefix: int) -> torch.Tensor:
     T, S = q.shape[2], k.shape[2]
     gqa = q.shape[1] != k.shape[1]
     if window is None and prefix == 0 and q_start == 0 and T == S:

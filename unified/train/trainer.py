@@ -89,7 +89,7 @@ class Trainer(Checkpointing, Validating):
         overrides = {"max_seq_len": max(cfg.seq_len, 1), **cfg.model_overrides}
         self.model = create_model(cfg.variant, cfg.model_size, vocab_size=self.tokenizer.vocab_size,
                                   init_seed=cfg.seed, **overrides).to(self.device)
-        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, fused=self.device.type == "cuda")
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay)  # fused on cpu/cuda
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio))
         self.train_model: torch.nn.Module = self.model
