@@ -62,8 +62,9 @@ class TaskCurriculumConfig:
     replay: float = 0.2  # dag: share of rows for mastered tasks while others are being learned
     stall_evals: int = 10  # dag: open the next task after this many validations without an unlock
 
-    def validate(self) -> None:
-        """One clear message per impossible value."""
+    def check(self) -> None:
+        """One clear message per impossible value (`check`, not `validate`: validation is the
+        trainer's periodic held-out evaluation, which this curriculum follows)."""
         require(self.strategy in STRATEGIES,
                 f"unknown --task_curriculum_strategy {self.strategy!r}; accepted: {', '.join(STRATEGIES)}")
         for name in ("ema", "raise_at", "lower_at", "jitter", "unlock_at", "replay"):
@@ -83,7 +84,7 @@ class TaskCurriculum:
         if not tasks:
             raise ConfigError("the task curriculum needs at least one task")
         self.cfg = cfg or TaskCurriculumConfig()
-        self.cfg.validate()
+        self.cfg.check()
         self.tasks = list(tasks)
         self.by_name = {t.name: t for t in self.tasks}
         names = set(self.by_name)

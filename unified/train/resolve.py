@@ -60,7 +60,7 @@ def step_plan(cfg: TrainConfig, world_size: int = 1) -> StepPlan:
 def check_leaves(cfg: TrainConfig) -> None:
     """Each option against its declaration: its type, then its accepted names and its range."""
     for name, leaf in LEAVES.items():
-        value, hint = getattr(cfg, name), leaf.type  # (curriculum ranges: TaskCurriculumConfig.validate)
+        value, hint = getattr(cfg, name), leaf.type  # (curriculum ranges: TaskCurriculumConfig.check)
         if leaf.meta.get("low") is not None or leaf.meta.get("high") is not None:  # (finiteness too)
             check_number(f"--{name}", value, leaf.meta.get("low"), leaf.meta.get("high"),
                          low_open=leaf.meta.get("low_open", False), integer=_is_int(hint))
@@ -110,7 +110,7 @@ def resolve(cfg: TrainConfig, world_size: int = 1) -> TrainConfig:
     if cfg.device != "auto":
         check_device(cfg.device)
     check_report_to(cfg.report_to)
-    cfg.curriculum.validate()  # checked even when unused: a bad value is a typo either way
+    cfg.curriculum.check()  # checked even when unused: a bad value is a typo either way
     alg_tokens = cfg.alg_tokens
     if alg_tokens is None:  # the run's tokens (--max_steps may shorten total_tokens)
         alg_tokens = plan.run_tokens if cfg.language_spec == "none" else plan.run_tokens // 2
