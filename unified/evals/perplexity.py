@@ -41,6 +41,10 @@ from unified.text.documents import DOC_SEPARATOR
 from unified.text.textcache import HUB_SOURCES, hub_documents, hub_has_validation, hub_offline, resolve_hub
 from unified.text.tokenizer import Tokenizer
 
+# Tokens per forward on CPU: a micro model scored 256-token windows in ~86 us of CPU time per
+# token at 4 - 16 rows per batch and 125 - 160 us at 32 - 64 rows (activations outgrow the caches;
+# issue 20), so CPU batches stop at this many tokens whatever --batch_size allows.
+CPU_FORWARD_TOKENS = 4096
 STDERR_METHOD = "over windows: ratio-estimator standard error of NLL per token, delta method per metric"
 
 
@@ -198,11 +202,13 @@ def resolve_text(settings: PerplexitySettings, checkpoint: dict[str, Any], token
 def window_nll(model: LanguageModel, ids: np.ndarray, prefix_id: int, eos_id: int, context: int,
                batch_size: int = 64, max_batch_logits: int = 1 << 26) -> list[tuple[float, int]]:
     """(summed NLL in nats, scored tokens) of each disjoint window of `context` tokens, each fed
-    after `prefix_id` (BOS); EOS targets are not scored. Windows of equal length are batched; sums are in float64."""
+    after `prefix_id` (BOS); EOS targets are not scored. Windows of equal length are batched (at
+    most `CPU_FORWARD_TOKENS` tokens per forward on CPU); sums are in float64."""
     model.eval()
     device = next(model.parameters()).device
     windows = [ids[s:s + context] for s in range(0, len(ids), context)]
-    rows = max(1, min(batch_size, max_batch_logits // (context * model.cfg.vocab_size)))
+    rows = max(1, min(batch_size, max_batch_logits // (context * model.cfg.vocab_size),
+                      CPU_FORWARD_TOKENS // context if device.type == "cpu" else batch_size))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(windows)
     by_len: dict[int, list[int]] = {}
     for i, w in enumerate(windows):
