@@ -155,3 +155,29 @@ def test_the_guards_fire(guarded: Path) -> None:
         compare_cli.main(["runs"])
     with pytest.raises(AssertionError, match="_run was called"):
         ladder_cli.main([*L, "--eval_args=--limit 2"])
+
+
+def test_eval_settings_default_to_the_settings_dataclasses() -> None:
+    """With no options, eval_hub's typed settings are the Settings dataclasses' defaults (one
+    declaration each; --batch_size is shared, so the three suites must agree on it), and every
+    suite writes its as-trained file; the aliases build the same settings as the canonical flags."""
+    from dataclasses import replace
+
+    from unified.evals.algorithmic import AlgorithmicSettings
+    from unified.evals.flags import eval_settings, results_names
+    from unified.evals.needle import NeedleSettings
+    from unified.evals.perplexity import PerplexitySettings
+
+    parse = eval_hub.build_parser().parse_args
+    s = eval_settings(parse([]))
+    assert (s.algorithmic, s.needle, s.perplexity) == (AlgorithmicSettings(), NeedleSettings(), PerplexitySettings())
+    assert s.overrides == {} and s.tasks is None and s.output_dir is None
+    assert len({AlgorithmicSettings().batch_size, NeedleSettings().batch_size, PerplexitySettings().batch_size}) == 1
+    assert results_names(parse(["--suite", "all"])) == {n: f"results_{n}.json"
+                                                        for n in ("algorithmic", "needle", "perplexity", "all")}
+    canonical = eval_settings(parse(["--set", "K=8", "--set", "n_loops=2", "--output_dir", "o", "--needle_lengths", "96"]))
+    alias = eval_settings(parse(["--K", "8", "--override", "n_loops=2", "--out_dir", "o", "--context_lengths", "96"]))
+    assert alias == canonical and canonical.overrides == {"K": 8, "n_loops": 2}
+    assert canonical.needle == replace(NeedleSettings(), context_lengths=(96,))
+    limited = eval_settings(parse(["--limit", "3"]))  # --limit caps the needle samples when they are not given
+    assert limited.algorithmic.limit == 3 and limited.needle.samples == 3
