@@ -57,14 +57,21 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _kill_after(proc: subprocess.Popen, run: Path, sig: int, after_step: int, deadline: float) -> None:
-    """Send `sig` once a checkpoint exists and a train record past `after_step` was logged."""
-    while proc.poll() is None and time.time() < deadline:
-        if (run / "last.pt").is_file() and any(r["kind"] == "train" and r["step"] > after_step
-                                               for r in read_metrics(run / "metrics.jsonl")):
-            proc.send_signal(sig)
-            return
-        time.sleep(0.005)
+def _kill_after(victims: dict[int, subprocess.Popen], runs: dict[int, Path], after: dict[int, int],
+                deadline: float) -> None:
+    """Send each victim its signal once a checkpoint exists and a train record past its step was
+    logged; all victims are watched together (watching one at a time let the other finish first)."""
+    waiting = dict(victims)
+    while waiting and time.time() < deadline:
+        for sig, proc in list(waiting.items()):
+            run = runs[sig]
+            if proc.poll() is not None:
+                del waiting[sig]
+            elif (run / "last.pt").is_file() and any(r["kind"] == "train" and r["step"] > after[sig]
+                                                     for r in read_metrics(run / "metrics.jsonl")):
+                proc.send_signal(sig)
+                del waiting[sig]
+        time.sleep(0.002)
 
 
 @pytest.mark.slow
@@ -78,8 +85,7 @@ def test_sigkill_and_sigterm_then_resume_reproduce_the_uninterrupted_run(tmp_pat
     ref = _train([*RESUME_ARGS, "--output_dir", "ref"], tmp_path, env)  # runs alongside the killed ones
     victims = {sig: _train([*RESUME_ARGS, "--output_dir", f"run{int(sig)}"], tmp_path, env) for sig in points}
     deadline = time.time() + 300
-    for sig, proc in victims.items():
-        _kill_after(proc, tmp_path / f"run{int(sig)}", sig, points[sig], deadline)
+    _kill_after(victims, {sig: tmp_path / f"run{int(sig)}" for sig in points}, points, deadline)
     for sig, proc in victims.items():
         run, code = tmp_path / f"run{int(sig)}", proc.wait(timeout=60)
         err = proc.stderr.read()
