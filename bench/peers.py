@@ -3,27 +3,22 @@
     python bench/peers.py --nanogpt DIR --relsm DIR            # both peers, then RESULTS.md
     python bench/peers.py --nanogpt DIR --full_iters 2000      # + time-to-loss at the full budget
 
-- **nanoGPT** (a checkout of karpathy/nanoGPT; its own train.py and model.py, run from DIR): its
-  README's CPU quick-start (4 layers, 4 heads, width 128, block 64, batch 12, lr 1e-3, dropout 0,
-  `--device=cpu --compile=False --eval_iters=20 --log_interval=1`) against train.py at the same
-  shape on the same Tiny Shakespeare text and the same validation cut (the last 5% of the text, as
-  `unified.text.documents.split_documents` cuts it; nanoGPT gets a character vocabulary of the
-  whole text, this project its byte tokenizer: the same nats per character for this ASCII text).
-  Per-step: `--rounds` short runs of `--iters` steps, the two sides alternating; each side's
-  median step of every run (nanoGPT's logged per-iteration time, validation iterations left out;
-  ours from metrics.jsonl, the first log window left out). Time-to-loss (`--full_iters`): one full
-  run each; the training time (validation left out on both sides) ours needs to reach the
-  validation loss nanoGPT ends at, and nanoGPT's training time for its whole run.
-- **ReLSM** (a checkout of jpturcotte/ReLSM; models built by its own `create_model`): each
-  variant both projects have, at nano, vocab 512, fp32, batch x seq `--relsm_shape`, one training
-  step (forward with targets, backward, clip, AdamW) timed in a fresh process per (side, variant,
-  round), rounds alternating sides.
+- **nanoGPT** (a karpathy/nanoGPT checkout; its own train.py and model.py): its README's CPU
+  quick-start (4 layers, 4 heads, width 128, block 64, batch 12, lr 1e-3, dropout 0, eval_iters
+  20) against train.py at that shape on the same Tiny Shakespeare validation cut (the last 5%, as
+  `split_documents` cuts it; nanoGPT a character vocabulary, ours the byte tokenizer: the same
+  nats per character for this ASCII text). Per step: `--rounds` runs of `--iters` steps, sides
+  alternating, each run's median step (nanoGPT's logged iteration times without the evaluation
+  iterations; ours from metrics.jsonl without the first window). Time-to-loss (`--full_iters`):
+  the training time (validation left out on both sides) ours needs to reach nanoGPT's final
+  validation loss, beside nanoGPT's training time for its whole run.
+- **ReLSM** (a jpturcotte/ReLSM checkout; its own `create_model`): each variant both projects
+  have, nano, vocab 512, fp32, `--relsm_shape`; one training step (forward with targets,
+  backward, clip, AdamW) in a fresh process per (side, variant, round), sides alternating.
 
-Neither checkout is vendored: give their paths; a peer whose path is not given is skipped with a
-line saying so. Ratios are peer time / our time (> 1: this project is faster). Each side runs in
-its own process with `OMP_NUM_THREADS` and `torch.set_num_threads` set (`--threads`); the 1-minute
-load average is recorded beside every number (the machine may be shared). Results go to a section
-of bench/RESULTS.md's hand-kept part (`--results`; `--results none` to print only).
+Nothing is vendored: a peer whose path is not given is skipped with a line saying so. Ratios are
+peer / ours (> 1: this project is faster); each side runs with `--threads` threads, the 1-minute
+load average beside every number. The section goes to bench/RESULTS.md's hand-kept part.
 """
 from __future__ import annotations
 
@@ -220,7 +215,10 @@ def relsm_worker(side: str, repo: str | None, variant: str, shape: tuple[int, in
         sys.path.insert(0, str(repo))
         from model import create_model  # ReLSM's own factory (its checkout's model.py)
 
-        model = create_model("nano", vocab_size=512, max_seq_len=seq + 1, variant=variant, dropout=0.0)
+        model = create_model("nano", vocab_size=512, max_seq_len=seq + 1, variant=variant)
+        for mod in model.modules():  # dropout 0 like ours (its create_model cannot take dropout=)
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
         loss_of = lambda: model(ids[:, :-1], labels=ids[:, :-1])[1]  # noqa: E731 (it shifts labels itself)
     else:

@@ -23,10 +23,10 @@ def matmul_precision(setting: str):
 
 
 def attention_and_grads(q, k, v, **kw):
-    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    out = layers.attend(q, k, v, **kw)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = layers.attend(*leaves, **kw)  # (clone keeps the transposed layout)
     (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
-    return out.detach(), q.grad, k.grad, v.grad
+    return (out.detach(), *(t.grad for t in leaves))
 
 
 @pytest.mark.parametrize("kw, kv_heads", [({}, 4), ({}, 2), ({"window": 5}, 4), ({"prefix": 3}, 4),
@@ -35,8 +35,8 @@ def test_attention_under_medium_equals_the_flash_path(kw: dict, kv_heads: int) -
     g = torch.Generator().manual_seed(0)
     T = 12
     S = T + kw.get("prefix", 0) + kw.get("q_start", 0)
-    q = torch.randn(2, 4, T, 8, generator=g)
-    k, v = torch.randn(2, kv_heads, S, 8, generator=g), torch.randn(2, kv_heads, S, 8, generator=g)
+    q = torch.randn(2, 4, T, 8, generator=g)  # k, v: transposed views, as the model's split of fused QKV gives
+    k, v = (torch.randn(2, S, kv_heads, 8, generator=g).transpose(1, 2) for _ in range(2))
     with matmul_precision("highest"):
         assert isinstance(layers._sdpa_backend(q, S), contextlib.nullcontext)
         ref = attention_and_grads(q, k, v, **kw)
