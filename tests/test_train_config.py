@@ -181,3 +181,27 @@ def test_a_runs_config_json_reruns_it_exactly_and_the_config_is_never_assigned(t
     resolved = dataclasses.asdict(t.cfg)
     t.run()
     assert dataclasses.asdict(cfg) == given and dataclasses.asdict(t.cfg) == resolved == dataclasses.asdict(resolve(cfg))
+
+
+def test_a_default_run_folder_being_set_up_by_another_train_goes_to_the_next_suffix(tmp_path, monkeypatch) -> None:
+    """Two train.py started together with default names: the second must not be refused because the
+    first holds runs/<size>_<variant> before writing its config.json; it takes the next suffix. An
+    explicit --output_dir in use is still refused, and a folder holding a finished run is skipped."""
+    from unified.train.resolve import claim_output_dir
+    from unified.train.runlock import RunLock
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve(TrainConfig.from_flat(model_size="pico", lang_dataset="none"))
+    first = Path("runs/pico_baseline")
+    first.mkdir(parents=True)
+    (Path("runs/pico_baseline_2")).mkdir()
+    (Path("runs/pico_baseline_2") / "config.json").write_text("{}")  # a finished run: skipped
+    with RunLock(first):
+        lock = RunLock()
+        assert claim_output_dir(cfg, lock, lambda p: p.mkdir(parents=True, exist_ok=True)) == Path("runs/pico_baseline_3")
+        lock.release()
+        explicit = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, output_dir=str(first)))
+        with pytest.raises(UnifiedError, match="in use by another train.py"):
+            claim_output_dir(explicit, RunLock(), lambda p: None)
+    lock = RunLock()
+    assert claim_output_dir(cfg, lock, lambda p: None) == first  # free again once the first one is done
+    lock.release()

@@ -10,8 +10,8 @@ is read or any model built.
    from the run's tokens (`step_plan` is the one place the step count is computed).
    `resolve(resolve(c)) == resolve(c)`.
 2. What needs the machine or the disk is one step each, in this order, in `Trainer.__init__`:
-   `resolve_output_dir` (the run folder: a default one gets a free suffix; never an existing run
-   without --resume), the run folder's lock, `--resume`'s reconciliation with the stored run
+   `claim_output_dir` (the run folder and its lock: a default one gets the first suffix that holds
+   no run and is not being set up by another train.py; never an existing run without --resume), `--resume`'s reconciliation with the stored run
    (`unified.train.resume`, which returns a new config, resolved again), `machine_settings` (the
    torch device and the float32 matmul precision measured on it), and last the language data
    (`--lang_dataset auto` picks its concrete source when the data is loaded).
@@ -20,9 +20,11 @@ frozen; the reused TaskCurriculumConfig is copied before the curriculum keeps it
 """
 from __future__ import annotations
 
+import itertools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -121,19 +123,46 @@ def resolve(cfg: TrainConfig, world_size: int = 1) -> TrainConfig:
 
 def resolve_output_dir(cfg: TrainConfig) -> Path:
     """The run folder: --output_dir, or runs/<size>_<variant> with a suffix when that holds a run."""
+    return next(run_dir_candidates(cfg))
+
+
+def run_dir_candidates(cfg: TrainConfig) -> Iterator[Path]:
+    """The folders a run may go to, best first: --output_dir alone (refused when it holds a run and
+    this is not --resume), else runs/<size>_<variant>, then _2, _3 ... (those holding a run skipped)."""
     if cfg.output_dir:
         out = Path(cfg.output_dir)
         if not cfg.resume and (out / "config.json").exists():
             raise ConfigError(f"--output_dir {str(out)!r} already holds a run; use --resume to continue it "
                               f"or choose another --output_dir")
-        return out
+        yield out
+        return
     base = Path("runs") / f"{cfg.model_size}_{cfg.variant}"
     if cfg.resume:
-        return base
-    out, k = base, 2
-    while (out / "config.json").exists():
-        out, k = Path(f"{base}_{k}"), k + 1
-    return out
+        yield base
+        return
+    for k in itertools.count(1):
+        out = base if k == 1 else Path(f"{base}_{k}")
+        if not (out / "config.json").exists():
+            yield out
+
+
+def claim_output_dir(cfg: TrainConfig, lock: Any, make_writable: Callable[[Path], Any]) -> Path:
+    """Rank 0's run folder, locked by `lock` (a RunLock): the first candidate whose lock is free.
+    A default-named folder another train.py is still setting up (locked, no config.json yet) is
+    passed over for the next suffix; an explicit --output_dir in use is refused (the lock's error).
+    A --resume into a folder that does not exist creates nothing (it fails later, in resume)."""
+    for out in run_dir_candidates(cfg):
+        if cfg.resume and not out.is_dir():
+            return out
+        make_writable(out)
+        try:
+            lock.acquire(out)
+        except ConfigError:
+            if cfg.output_dir or cfg.resume:
+                raise
+            continue
+        return out
+    raise AssertionError("unreachable: the default candidates never end")
 
 
 @dataclass(frozen=True)

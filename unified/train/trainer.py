@@ -37,7 +37,7 @@ from unified.train.checkpoint import atomic_write_text, ensure_writable_dir, unw
 from unified.train.config import DTYPES, TrainConfig, lr_factor
 from unified.train.distributed import (World, all_reduce_sum, broadcast_object, init_from_env, rank_zero_first,
                                        shutdown, supervised_count)
-from unified.train.resolve import machine_settings, resolve, resolve_output_dir, step_plan
+from unified.train.resolve import claim_output_dir, machine_settings, resolve, step_plan
 from unified.train.resume import Checkpointing, ResumeState, given_fields
 from unified.train.runlock import RunLock
 from unified.train.runlog import append_metrics, read_metrics
@@ -58,15 +58,14 @@ class Trainer(Checkpointing, Validating):
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.is_main = rank == 0
         # rank 0 names the run folder (a default one gets a free suffix) and every rank uses it
-        self.out = Path(broadcast_object(str(resolve_output_dir(cfg)) if self.is_main else None, world_size))
         self.notices: list[str] = []
         self.owns_lock = lock is None  # a lock made here is released when run() ends (see run)
         self.lock, self.last_saved_step = lock or RunLock(), None
-        if self.is_main and (self.out.is_dir() or not cfg.resume):  # one writer per run folder, checked first
-            ensure_writable_dir(self.out, "output dir")  # (a --resume into nothing fails below, creating nothing)
-            self.lock.acquire(self.out)
-            if self.lock.note:
-                self.notices.append(self.lock.note)
+        # one writer per run folder, checked first (a --resume into nothing fails below, creating nothing)
+        out = claim_output_dir(cfg, self.lock, lambda p: ensure_writable_dir(p, "output dir")) if self.is_main else None
+        self.out = Path(broadcast_object(str(out) if self.is_main else None, world_size))
+        if self.is_main and self.lock.note:
+            self.notices.append(self.lock.note)
         self.resume_state = ResumeState.open(cfg, self.out, given, world_size) if cfg.resume else None
         if self.resume_state is not None:  # from here on cfg is the stored run plus the allowed changes
             self.cfg = cfg = resolve(self.resume_state.config, world_size)
