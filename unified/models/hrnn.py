@@ -31,11 +31,13 @@ Speed: the token term LN(W_x x) of the whole sequence is one matmul (and one nor
 inside a cycle the low cell's input side LN(W_x x_t) + LN(W_h h_h) is constant, so each low step
 costs one matmul (U_l h_l); after a high update one fused matmul gives both the next cycle's low
 input term W_h h_h and the high cell's recurrent term U_h h_h. Per token that is N (T + 2)
-dependent matmuls for N (T + 1) cell applications; each per-gate layer norm is one `group_norm`
-call and the GRU update is sigmoid / addcmul / tanh / lerp. The scan is a plain Python loop:
-measured on CPU (micro, batch 8), `torch.jit.script` of the same loop was no faster at first and
-~10x slower once its profiling executor re-optimised, and `torch.compile` of the per-token step
-recompiled and ran ~10x slower; both were dropped.
+dependent matmuls for N (T + 1) cell applications. The scan (`unified.ops.hrnn_scan`) is one
+autograd Function with a hand-written backward through time (gate coefficients for all steps
+in batched ops, one fused group-norm backward and one addmm per step in the reverse loop, the
+weight gradients as one product over all steps); `unified.ops.hrnn_scan_naive` is the plain
+autograd loop it is tested against. Measured on CPU (micro, batch 8), `torch.jit.script` of the
+plain loop was no faster at first and ~10x slower once its profiling executor re-optimised, and
+`torch.compile` of the per-token step recompiled and ran ~10x slower; both were dropped.
 Precision: the scan runs in float32 with autocast disabled (`float32_scan`; a bf16 rounding at
 every step would compound over the sequence); W_x and the output projection stay under autocast.
 `tbptt` > 0 detaches the carried states every `tbptt` tokens in training (truncated BPTT); that
@@ -45,14 +47,14 @@ changes gradients only, never forward values. T and N may be changed at evaluati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from unified.errors import ConfigError
 from unified.models.base import BodyOutput, LanguageModel, register_variant
+from unified.ops.hrnn_scan import hierarchical_scan
+from unified.ops.hrnn_scan_naive import group_ln
 from unified.ops.precision import float32_scan, scan_dtype
 
 
@@ -84,54 +86,6 @@ class HRNNCache:
     low: torch.Tensor
     high: torch.Tensor
     pos: int = 0
-
-
-def _group_ln(x: torch.Tensor, gain: torch.Tensor, bias: Optional[torch.Tensor], eps: float) -> torch.Tensor:
-    """Layer norm applied separately to each of the 3 gate pre-activations in x (B, 3H), with
-    per-gate gain and optional bias (Ba et al. 2016). This is exactly `group_norm` with 3 groups,
-    which does it in one kernel."""
-    return F.group_norm(x, 3, gain, bias, eps)
-
-
-def _gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """GRU state update from normalised input-side (gi) and recurrent-side (gh) gate
-    pre-activations, both (B, 3H) ordered [reset, update, candidate]:
-    r, z = sigmoid(gi_rz + gh_rz); n = tanh(gi_n + r gh_n); h' = (1 - z) n + z h."""
-    H = h.shape[1]
-    rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
-    n = torch.tanh(torch.addcmul(gi[:, 2 * H:], rz[:, :H], gh[:, 2 * H:]))
-    return torch.lerp(n, h.to(n.dtype), rz[:, H:].to(n.dtype))  # autocast may mix bf16 and fp32
-
-
-def hierarchical_scan(xn: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
-                      w_high: torch.Tensor, u_low: torch.Tensor, w_up: torch.Tensor,
-                      g_hl: torch.Tensor, g_lrec: torch.Tensor, g_hin: torch.Tensor, b_hin: torch.Tensor,
-                      g_hrec: torch.Tensor, T: int, N: int, tbptt: int, pos: int, eps: float):
-    """Run the two-level recurrence over xn (B, L, 3Hl) = LN(W_x x) + b (the token part of the
-    low cell's input, normalised and biased up front). Returns the high states after every token
-    (B, L, Hh) and the final (low, high) states.
-
-    w_high: (3Hl + 3Hh, Hh) fused [W_h; U_h] applied to the high state; u_low: (3Hl, Hl) the low
-    cell's recurrent weight; w_up: (3Hh, Hl) the high cell's input weight (from the low state).
-    Each product gets its own per-gate layer norm with gain g_* (3H,) (Ba et al. 2016 normalise
-    each source separately). tbptt > 0 detaches the states before absolute positions that are
-    multiples of tbptt."""
-    n_low = u_low.shape[0]
-    w_high_t, u_low_t, w_up_t = w_high.t(), u_low.t(), w_up.t()
-    outs = []
-    for t, x_t in enumerate(xn.unbind(1)):
-        if tbptt > 0 and (pos + t) % tbptt == 0 and pos + t > 0:
-            low = low.detach()
-            high = high.detach()
-        for _n in range(N):
-            hp = torch.mm(high, w_high_t)
-            gi_low = x_t + _group_ln(hp[:, :n_low], g_hl, None, eps)
-            for _s in range(T):
-                low = _gru_update(gi_low, _group_ln(torch.mm(low, u_low_t), g_lrec, None, eps), low)
-            gi_high = _group_ln(torch.mm(low, w_up_t), g_hin, b_hin, eps)
-            high = _gru_update(gi_high, _group_ln(hp[:, n_low:], g_hrec, None, eps), high)
-        outs.append(high)
-    return torch.stack(outs, dim=1), low, high
 
 
 @register_variant("hrnn")
@@ -210,7 +164,7 @@ class HRNNLM(LanguageModel):
         B, L = input_ids.shape
         state = cache if cache is not None else self.init_cache(B)
         xp = self.w_x(self.drop(self.tok_emb(input_ids)))  # (B, L, 3Hl): one matmul for the sequence
-        xn = _group_ln(xp.reshape(B * L, -1), self.g_x.flatten(), self.b_x.flatten(), 1e-5).view(B, L, -1)
+        xn = group_ln(xp.reshape(B * L, -1), self.g_x.flatten(), self.b_x.flatten(), 1e-5).view(B, L, -1)
         hs, low, high = self.scan(xn, state)
         hidden = self.out(self.drop(hs))
         new_cache = HRNNCache(low, high, state.pos + L) if cache is not None else None
