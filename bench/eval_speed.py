@@ -6,10 +6,10 @@
 Each measurement runs in its own process: it loads the checkpoint, runs the algorithmic, needle
 and perplexity suites with their default grids (as `eval_hub.py --suite all` does, without
 writing files or drawing the needle plot) and prints one JSON line: wall seconds per suite,
-process CPU seconds, the 1-minute load average before and after, threads, and a digest of the
-payloads. With `--reference DIR` the same runs alternate between this tree and DIR (an older
+CPU seconds per suite and in all, the 1-minute load average before and after, threads, and a
+digest of each payload. With `--reference DIR` the same runs alternate between this tree and DIR (an older
 checkout, e.g. `git archive <commit> | tar -x -C DIR`), round by round, so both see similar
-load; equal digests mean identical results. Timings on shared cores are noisy: note the load.
+load; equal digests mean identical results (perplexity's may differ in the last float digits). Timings on shared cores are noisy: note the load.
 """
 from __future__ import annotations
 
@@ -53,14 +53,15 @@ def measure(checkpoint: str, threads: int, suites: list[str]) -> dict:
     import unified
 
     record: dict = {"tree": str(Path(unified.__file__).parent.parent), "threads": threads, "load_s": round(time.perf_counter() - t0, 2)}
-    digest = hashlib.sha256()
     for name in suites:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         payload = runs[name]()
         record[name] = round(time.perf_counter() - t, 2)
-        digest.update(json.dumps(strip_volatile({name: payload}), sort_keys=True, default=str).encode())
+        record[f"{name}_cpu"] = round(time.process_time() - c, 2)
+        text = json.dumps(strip_volatile(payload), sort_keys=True, default=str)
+        record[f"{name}_digest"] = hashlib.sha256(text.encode()).hexdigest()[:12]
     record.update(total=round(time.perf_counter() - t0, 2), cpu=round(time.process_time() - cpu0, 2),
-                  load_before=load0, load_after=os.getloadavg()[0], digest=digest.hexdigest()[:16])
+                  load_before=round(load0, 2), load_after=round(os.getloadavg()[0], 2))
     return record
 
 
