@@ -216,8 +216,10 @@ def decode_rows(dec: CachedDecoder, eos_id: int, s: DecodeSettings, gen: torch.G
     """Decode the prefilled rows of `dec` until each has emitted EOS or used its budget; per
     row: tokens (EOS excluded), mean compute steps, ended on EOS, mean answer-position steps.
 
-    With greedy decoding finished rows are dropped from the batch (a row's tokens do not depend
-    on the rows beside it); sampling keeps every row, so the random stream stays the same.
+    With greedy decoding finished rows are dropped from the batch once they are half of it (a
+    row's tokens do not depend on the rows beside it; copying the cache at most log2(B) times
+    bounds the cost of dropping at long contexts); sampling keeps every row, so the random
+    stream stays the same.
     `prompt_steps` (step sum and count over all prompt positions, and over the last one) is
     given when the prompts were not prefilled by one forward (else they are read from it)."""
     model = dec.model
@@ -248,7 +250,8 @@ def decode_rows(dec: CachedDecoder, eos_id: int, s: DecodeSettings, gen: torch.G
         ended |= is_eos
         finished |= is_eos | (budget <= i + 1)
         going = ~finished[dec.rows]
-        if s.temperature <= 0 and not bool(going.all()) and bool(going.any()) and dec.keep(going):
+        idle = int((~going).sum())  # finished rows still computed; dropped once they are half the batch
+        if s.temperature <= 0 and 2 * idle >= len(going) and bool(going.any()) and dec.keep(going):
             nxt = nxt[going.to(nxt.device)]
     grid = torch.stack(kept, dim=1).tolist() if kept else [[] for _ in range(B)]
     result = [[t for t in row if t >= 0] for row in grid]
