@@ -136,3 +136,22 @@ def test_step_context_runs_one_thread_and_restores() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_sequential_variants_prefill_whole_batches(monkeypatch) -> None:
+    """Variants whose forward loops over positions are not prefilled in batch-1 pieces (their
+    cost follows the loop, not the tokens); parallel ones are."""
+    from unified.models.shared_prefill import parallel_prefill
+
+    assert parallel_prefill(tiny_model("baseline")) and parallel_prefill(tiny_model("ssm"))
+    assert parallel_prefill(tiny_model("reservoir", reservoir_mode="linear"))
+    assert not any(parallel_prefill(tiny_model(v)) for v in ("hrnn", "rsm", "reservoir"))
+    prompts = [[1, 2, 3, 4, 5, a] for a in (6, 7, 8)]  # a long shared prefix
+    for variant, pieces in (("hrnn", False), ("baseline", True)):
+        model = tiny_model(variant).eval()
+        shapes: list[tuple[int, int]] = []
+        real = model.forward
+        monkeypatch.setattr(model, "forward", lambda ids, targets=None, cache=None, real=real:
+                            shapes.append(tuple(ids.shape)) or real(ids, targets, cache))
+        generate(model, prompts, 0, DecodeSettings(max_new_tokens=2), share_prefixes=True)
+        assert ((1, 5) in shapes) is pieces and ((3, 6) in shapes) is not pieces, (variant, shapes)

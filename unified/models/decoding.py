@@ -23,7 +23,7 @@ import torch
 
 from unified.models.base import LanguageModel
 from unified.models.cache_rows import CacheRowsError, stack_rows, take_rows
-from unified.models.shared_prefill import Prefilled, prefill_shared
+from unified.models.shared_prefill import Prefilled, parallel_prefill, prefill_shared
 from unified.ops.precision import small_matmul_precision
 
 
@@ -153,8 +153,9 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     `on_batch(n)` is called after each batch of n rows (progress bars). `share_prefixes`: the
     prompts of one length are prefilled along their prefix tree, each shared prefix once
     (`unified.models.shared_prefill`; worth it when prompts share long prefixes, as needle
-    prompts do), then decoded in batches as usual; variants whose cache cannot be split by
-    rows are prefilled per batch."""
+    prompts do), then decoded in batches as usual; variants whose prefill loops over positions
+    (`shared_prefill.parallel_prefill`) or whose cache cannot be split by rows are prefilled
+    per batch."""
     s = settings or DecodeSettings()
     budgets = [s.max_new_tokens] * len(prompts) if max_new_tokens is None else [int(m) for m in max_new_tokens]
     if len(budgets) != len(prompts):
@@ -169,9 +170,10 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     groups: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         groups[len(p)].append(i)
+    share = share_prefixes and parallel_prefill(model)
     for length in sorted(groups):
         idx_all = sorted(groups[length], key=lambda i: budgets[i])  # stable: prompt order within a budget
-        shared = _prefill_shared(model, [prompts[i] for i in idx_all]) if share_prefixes else None
+        shared = _prefill_shared(model, [prompts[i] for i in idx_all]) if share else None
         for b in range(0, len(idx_all), batch_size):
             idx = idx_all[b:b + batch_size]
             start = _stacked(model, shared[b:b + len(idx)]) if shared is not None else None
