@@ -29,12 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repo", default=str(ROOT), help="checkout whose Trainer is profiled")
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=60, help="steps timed (the first 10 are warm-up, not counted; >= 12)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="also print the per-op table")
     p.add_argument("--text", default=str(ROOT.parent / "shared/data/tinyshakespeare.txt"))
     p.add_argument("--nanogpt", help="time nanoGPT's model from this checkout instead")
     a = p.parse_args()
+    if a.steps < 12:
+        p.error(f"--steps must be >= 12 (the first 10 are warm-up), got {a.steps}")
     if a.nanogpt:
         return nanogpt_step(a.nanogpt, a.steps, a.threads)
     sys.path.insert(0, a.repo)
@@ -42,12 +44,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    import train as train_cli
+    from unified.train.flags import add_train_arguments, config_from_args, given_options
     from unified.train.trainer import Trainer
-    from unified.train.flags import config_from_args, given_options
 
     out = tempfile.mkdtemp(prefix="step-profile-")
-    args = train_cli.build_parser().parse_args(
+    args = add_train_arguments(argparse.ArgumentParser()).parse_args(
         ["--variant", "baseline", "--model_size", "micro", "--set", "n_layers=4", "--set", "n_heads=4", "--set",
          "d_model=128", "--set", "dropout=0", "--seq_len", "64", "--batch_size", "12", "--lr", "1e-3",
          "--lang_data", a.text, "--alg_tokens", "0", "--lang_alg_fraction", "0", "--max_steps", str(a.steps),
