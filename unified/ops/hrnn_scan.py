@@ -32,65 +32,60 @@ import torch
 
 from unified.ops.precision import float32_scan
 
-_GN_BACKWARD = torch.ops.aten.native_group_norm_backward
+_LN_BACKWARD = torch.ops.aten.native_layer_norm_backward
 
 
-def _gn(x: torch.Tensor, gain: torch.Tensor, bias: Optional[torch.Tensor], groups: int, eps: float):
-    """Group norm of x (B, C) with `groups` groups: (y, mean (B, G), rstd (B, G))."""
-    return torch.native_group_norm(x, gain, bias, x.shape[0], x.shape[1], 1, groups, eps)
+def _ln(x: torch.Tensor, H: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-gate layer norm without gain of x (B, G H), each run of H channels on its own:
+    (x_hat (B, G H), mean (B, G, 1), rstd (B, G, 1)). One `native_layer_norm` call; the gains
+    are applied by the callers (per-gate gains are not a layer-norm weight)."""
+    B = x.shape[0]
+    y, m, r = torch.native_layer_norm(x.view(B, -1, H), [H], None, None, eps)
+    return y.view(B, -1), m, r
 
 
-def _gn_dx(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, gain: torch.Tensor,
-           groups: int) -> torch.Tensor:
-    """Input gradient of `_gn` (one fused kernel)."""
-    return _GN_BACKWARD(dy, x, mean, rstd, gain, x.shape[0], x.shape[1], 1, groups, [True, False, False])[0]
+def _ln_dx(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, H: int) -> torch.Tensor:
+    """Input gradient of `_ln` from the gradient dy (B, G H) of x_hat (one fused kernel)."""
+    B = x.shape[0]
+    return _LN_BACKWARD(dy.view(B, -1, H), x.view(B, -1, H), [H], mean, rstd, None, None,
+                        [True, False, False])[0].view(B, -1)
 
 
-def _gn_dparams(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, gain: torch.Tensor,
-                groups: int, bias: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Gain (and bias) gradients of `_gn` summed over every leading index of dy / x (steps, B, C)."""
-    C = x.shape[-1]
-    x2, dy2 = (v.reshape(-1, C).contiguous() for v in (x, dy))  # the kernel reads contiguous rows
-    m2, r2 = (v.reshape(-1, groups).contiguous() for v in (mean, rstd))
-    _, dg, db = _GN_BACKWARD(dy2, x2, m2, r2, gain, x2.shape[0], C, 1, groups, [False, True, bias])
-    return dg, db
+def _x_hat(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, H: int) -> torch.Tensor:
+    """`_ln`'s x_hat recomputed for all steps at once: x (steps, B, G H), mean / rstd (steps, B, G, 1)."""
+    shape = x.shape
+    return ((x.view(*shape[:-1], -1, H) - mean) * rstd).view(shape)
 
 
 class _HighNorm:
-    """Per-gate layer norms of the fused high projection hp = high @ [W_h; U_h]^T (B, 3Hl + 3Hh):
-    one 6-group norm when Hl == Hh, else one 3-group norm per part."""
+    """Per-gate layer norms (no gain) of the fused high projection hp = high @ [W_h; U_h]^T
+    (B, 3Hl + 3Hh): one call over 6 gates when Hl == Hh, else one per part."""
 
-    def __init__(self, g_hl: torch.Tensor, g_hrec: torch.Tensor, eps: float):
-        self.n_low, self.g_hl, self.g_hrec, self.eps = g_hl.shape[0], g_hl, g_hrec, eps
-        self.shared = g_hl.shape[0] == g_hrec.shape[0]
-        self.gain = torch.cat([g_hl, g_hrec]) if self.shared else None
+    def __init__(self, n_low: int, Hl: int, Hh: int, eps: float):
+        self.n_low, self.Hl, self.Hh, self.eps = n_low, Hl, Hh, eps
+        self.shared = Hl == Hh
 
-    def forward(self, hp: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def forward(self, hp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.shared:
-            y, m, r = _gn(hp, self.gain, None, 6, self.eps)
-            return y, (m, r)
-        yl, ml, rl = _gn(hp[:, :self.n_low].contiguous(), self.g_hl, None, 3, self.eps)
-        yh, mh, rh = _gn(hp[:, self.n_low:].contiguous(), self.g_hrec, None, 3, self.eps)
-        return torch.cat([yl, yh], dim=1), (torch.cat([ml, mh], dim=1), torch.cat([rl, rh], dim=1))
+            return _ln(hp, self.Hl, self.eps)
+        n = self.n_low
+        (yl, ml, rl), (yh, mh, rh) = (_ln(hp[:, sl].contiguous(), H, self.eps)
+                                      for sl, H in ((slice(None, n), self.Hl), (slice(n, None), self.Hh)))
+        return torch.cat([yl, yh], dim=1), torch.cat([ml, mh], dim=1), torch.cat([rl, rh], dim=1)
 
     def dx(self, dy: torch.Tensor, hp: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         if self.shared:
-            return _gn_dx(dy, hp, m, r, self.gain, 6)
-        n, part = self.n_low, lambda v, sl: v[:, sl].contiguous()  # noqa: E731 (the kernels need contiguous rows)
-        lo, hi = slice(None, n), slice(n, None)
-        return torch.cat([_gn_dx(part(dy, lo), part(hp, lo), part(m, slice(None, 3)), part(r, slice(None, 3)), self.g_hl, 3),
-                          _gn_dx(part(dy, hi), part(hp, hi), part(m, slice(3, None)), part(r, slice(3, None)),
-                                 self.g_hrec, 3)], dim=1)
+            return _ln_dx(dy, hp, m, r, self.Hl)
+        parts = ((slice(None, self.n_low), slice(None, 3), self.Hl), (slice(self.n_low, None), slice(3, None), self.Hh))
+        return torch.cat([_ln_dx(*(v[:, sl].contiguous() for v in (dy, hp)), *(v[:, g].contiguous() for v in (m, r)), H)
+                          for sl, g, H in parts], dim=1)  # the kernel reads contiguous rows
 
-    def dparams(self, dy: torch.Tensor, hp: torch.Tensor, m: torch.Tensor, r: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.n_low
+    def x_hat(self, hp: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         if self.shared:
-            dg, _ = _gn_dparams(dy, hp, m, r, self.gain, 6, False)
-            return dg[:n], dg[n:]
-        dl, _ = _gn_dparams(dy[..., :n], hp[..., :n], m[..., :3], r[..., :3], self.g_hl, 3, False)
-        dh, _ = _gn_dparams(dy[..., n:], hp[..., n:], m[..., 3:], r[..., 3:], self.g_hrec, 3, False)
-        return dl, dh
+            return _x_hat(hp, m, r, self.Hl)
+        n = self.n_low
+        return torch.cat([_x_hat(hp[..., :n], m[..., :3, :], r[..., :3, :], self.Hl),
+                          _x_hat(hp[..., n:], m[..., 3:, :], r[..., 3:, :], self.Hh)], dim=-1)
 
 
 def _gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, rz_out: torch.Tensor, n_out: torch.Tensor,
@@ -125,41 +120,45 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
     new = xn.new_empty
     lows, highs = new(S + 1 if save else 1, B, Hl), new(C + 1 if save else 1, B, Hh)
     lows[0], highs[0] = low0, high0
-    q, rz, nb = new(S, B, 3 * Hl), new(S, B, 2 * Hl), new(S, B, Hl)
-    hp, p, rzh, nh = new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hh), new(C, B, 2 * Hh), new(C, B, Hh)
-    hs = new(B, L, Hh)
-    norm = _HighNorm(g_hl, g_hrec, eps)
+    q, gh, rz, nb = new(S, B, 3 * Hl), new(S, B, 3 * Hl), new(S, B, 2 * Hl), new(S, B, Hl)
+    hp, hpn, p, gih = new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hh), new(C, B, 3 * Hh)
+    rzh, nh, hs = new(C, B, 2 * Hh), new(C, B, Hh), new(B, L, Hh)
+    norm = _HighNorm(3 * Hl, Hl, Hh, eps)
+    g_hp = torch.cat([g_hl, g_hrec])
     w_high_t, u_low_t, w_up_t = w_high.t(), u_low.t(), w_up.t()
-    keep: dict[str, list] = {name: [] for name in ("gh", "lm", "lr", "hpn", "hm", "hr", "pm", "pr")}
+    keep: dict[str, list] = {name: [] for name in ("lm", "lr", "hm", "hr", "pm", "pr")}
     k = c = 0
     for t in range(L):
         x_t = xn[:, t]
         for _n in range(N):
             ci = c if save else 0
             hp_c = torch.mm(highs[ci], w_high_t, out=hp[ci])
-            hpn, (hm, hr) = norm.forward(hp_c)
-            gi_low = x_t + hpn[:, :3 * Hl]
+            xh, hm, hr = norm.forward(hp_c)
+            hpn_c = torch.mul(xh, g_hp, out=hpn[ci])  # [LN(W_h h_h) g_hl, LN(U_h h_h) g_hrec]
+            gi_low = x_t + hpn_c[:, :3 * Hl]
             for _s in range(T):
                 ki = k if save else 0
                 q_k = torch.mm(lows[ki], u_low_t, out=q[ki])
-                gh, lm, lr = _gn(q_k, g_lrec, None, 3, eps)
-                _gru_step(gi_low, gh, lows[ki], rz[ki], nb[ki], lows[ki + 1 if save else 0])
+                xq, lm, lr = _ln(q_k, Hl, eps)
+                gh_k = torch.mul(xq, g_lrec, out=gh[ki])
+                _gru_step(gi_low, gh_k, lows[ki], rz[ki], nb[ki], lows[ki + 1 if save else 0])
                 if save:
-                    for name, v in (("gh", gh), ("lm", lm), ("lr", lr)):
-                        keep[name].append(v)
+                    keep["lm"].append(lm)
+                    keep["lr"].append(lr)
                 k += 1
             p_c = torch.mm(lows[k if save else 0], w_up_t, out=p[ci])
-            gih, pm, pr = _gn(p_c, g_hin, b_hin, 3, eps)
-            _gru_step(gih, hpn[:, 3 * Hl:], highs[ci], rzh[ci], nh[ci], highs[ci + 1 if save else 0])
+            xp, pm, pr = _ln(p_c, Hh, eps)
+            gih_c = torch.addcmul(b_hin, xp, g_hin, out=gih[ci])
+            _gru_step(gih_c, hpn_c[:, 3 * Hl:], highs[ci], rzh[ci], nh[ci], highs[ci + 1 if save else 0])
             if save:
-                for name, v in (("hpn", hpn), ("hm", hm), ("hr", hr), ("pm", pm), ("pr", pr)):
+                for name, v in (("hm", hm), ("hr", hr), ("pm", pm), ("pr", pr)):
                     keep[name].append(v)
             c += 1
         hs[:, t] = highs[c if save else 0]
     low_last, high_last = lows[-1].clone(), highs[-1].clone()
     saved = {}
     if save:
-        saved = dict(lows=lows, highs=highs, q=q, rz=rz, nb=nb, hp=hp, p=p, rzh=rzh, nh=nh,
+        saved = dict(lows=lows, highs=highs, q=q, gh=gh, rz=rz, nb=nb, hp=hp, hpn=hpn, p=p, rzh=rzh, nh=nh,
                      **{name: torch.stack(v) for name, v in keep.items()})
     return hs, low_last, high_last, saved
 
@@ -193,15 +192,19 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     S, B, Hl = sv["nb"].shape
     C, _, Hh = sv["nh"].shape
     L = C // N
-    norm = _HighNorm(g_hl, g_hrec, eps)
+    norm = _HighNorm(3 * Hl, Hl, Hh, eps)
+    g_hp = torch.cat([g_hl, g_hrec])
     k_gi, k_gh = _gru_coefficients(sv["rz"], sv["nb"], lows[:-1], sv["gh"][..., 2 * Hl:])
-    zl = sv["rz"][..., Hl:]
     kh_gi, kh_gh = _gru_coefficients(sv["rzh"], sv["nh"], highs[:-1], sv["hpn"][..., 3 * Hl + 2 * Hh:])
-    zh = sv["rzh"][..., Hh:]
-    k_gi, k_gh, kh_gi, kh_gh = (v.view(*v.shape[:-1], 3, -1) for v in (k_gi, k_gh, kh_gi, kh_gh))
+    zl, zh = sv["rz"][..., Hl:], sv["rzh"][..., Hh:]
+    k_q = (k_gh * g_lrec).view(S, B, 3, Hl)  # d x_hat(q) = dh' k_gh g_lrec
+    k_p = (kh_gi * g_hin).view(C, B, 3, Hh)  # d x_hat(p) = dh_high kh_gi g_hin
+    kh_ghg = (kh_gh * g_hrec).view(C, B, 3, Hh)
+    k_gi4 = k_gi.view(S, B, 3, Hl)
     new = lows.new_empty
-    dlows, dq, dgh = new(S + 1, B, Hl), new(S, B, 3 * Hl), new(S, B, 3 * Hl)
-    dhp, dhpn, dp, dgih = new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hh), new(C, B, 3 * Hh)
+    dlows, dhighs = new(S + 1, B, Hl), new(C, B, Hh)
+    dhpn, dxh = new(C, B, 3 * Hl), new(B, 3 * Hl + 3 * Hh)
+    dq, dp, dhp = [None] * S, [None] * C, [None] * C
     dxn = lows.new_zeros(B, L, 3 * Hl)
     dlows[S] = 0.0 if d_low is None else d_low
     dhigh = lows.new_zeros(B, Hh) if d_high is None else d_high
@@ -211,38 +214,38 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
         for n in reversed(range(N)):
             c = t * N + n
             k0, end = c * T, (c + 1) * T
-            torch.mul(kh_gi[c], dhigh[:, None], out=dgih[c].view(B, 3, Hh))
-            dhpn_c = dhpn[c]
-            torch.mul(kh_gh[c], dhigh[:, None], out=dhpn_c[:, 3 * Hl:].view(B, 3, Hh))
-            dp_c = _gn_dx(dgih[c], sv["p"][c], sv["pm"][c], sv["pr"][c], g_hin, 3)
-            dp[c] = dp_c
+            dhighs[c] = dhigh
+            dp[c] = dp_c = _ln_dx(torch.mul(k_p[c], dhigh[:, None]), sv["p"][c], sv["pm"][c], sv["pr"][c], Hh)
             dlows[end].addmm_(dp_c, w_up)
             for k in reversed(range(k0, end)):
                 dl = dlows[k + 1]
-                torch.mul(k_gh[k], dl[:, None], out=dgh[k].view(B, 3, Hl))
-                dq_k = _gn_dx(dgh[k], sv["q"][k], sv["lm"][k], sv["lr"][k], g_lrec, 3)
-                dq[k] = dq_k
+                dq[k] = dq_k = _ln_dx(torch.mul(k_q[k], dl[:, None]), sv["q"][k], sv["lm"][k], sv["lr"][k], Hl)
                 torch.addmm(dl * zl[k], dq_k, u_low, out=dlows[k])
-            dgi_low = (k_gi[k0:end] * dlows[k0 + 1:end + 1, :, None]).sum(0).view(B, 3 * Hl)
-            dhpn_c[:, :3 * Hl] = dgi_low
+            dgi_low = torch.sum(k_gi4[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
+            dgi_low = dgi_low.view(B, 3 * Hl)
             dxn[:, t] += dgi_low
-            dhp_c = norm.dx(dhpn_c, sv["hp"][c], sv["hm"][c], sv["hr"][c])
-            dhp[c] = dhp_c
+            torch.mul(dgi_low, g_hl, out=dxh[:, :3 * Hl])
+            torch.mul(kh_ghg[c], dhigh[:, None], out=dxh[:, 3 * Hl:].view(B, 3, Hh))
+            dhp[c] = dhp_c = norm.dx(dxh, sv["hp"][c], sv["hm"][c], sv["hr"][c])
             dhigh = torch.addmm(dhigh * zh[c], dhp_c, w_high)
         if tbptt > 0 and (pos + t) % tbptt == 0 and pos + t > 0:
             dlows[t * N * T].zero_()
             dhigh = torch.zeros_like(dhigh)
     flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731
-    d_w_high = flat(dhp).t() @ flat(highs[:-1]) if needs[3] else None
-    d_u_low = flat(dq).t() @ flat(lows[:-1]) if needs[4] else None
-    d_w_up = flat(dp).t() @ flat(lows[T::T]) if needs[5] else None
+    d_w_high = flat(torch.stack(dhp)).t() @ flat(highs[:-1]) if needs[3] else None
+    d_u_low = flat(torch.stack(dq)).t() @ flat(lows[:-1]) if needs[4] else None
+    d_w_up = flat(torch.stack(dp)).t() @ flat(lows[T::T]) if needs[5] else None
     d_g_hl = d_g_hrec = d_g_lrec = d_g_hin = d_b_hin = None
-    if needs[6] or needs[10]:
-        d_g_hl, d_g_hrec = norm.dparams(dhpn, sv["hp"], sv["hm"], sv["hr"])
+    if needs[6] or needs[10]:  # d gain = sum over steps of (d normalised output) x_hat
+        xh_hp = norm.x_hat(sv["hp"], sv["hm"], sv["hr"])
+        d_g_hl = (dhpn * xh_hp[..., :3 * Hl]).sum((0, 1))
+        d_g_hrec = (kh_gh * dhighs.repeat(1, 1, 3) * xh_hp[..., 3 * Hl:]).sum((0, 1))
     if needs[7]:
-        d_g_lrec, _ = _gn_dparams(dgh, sv["q"], sv["lm"], sv["lr"], g_lrec, 3, False)
+        d_g_lrec = (k_gh * dlows[1:].repeat(1, 1, 3) * _x_hat(sv["q"], sv["lm"], sv["lr"], Hl)).sum((0, 1))
     if needs[8] or needs[9]:
-        d_g_hin, d_b_hin = _gn_dparams(dgih, sv["p"], sv["pm"], sv["pr"], g_hin, 3, True)
+        d_gih = kh_gi * dhighs.repeat(1, 1, 3)
+        d_b_hin = d_gih.sum((0, 1))
+        d_g_hin = (d_gih * _x_hat(sv["p"], sv["pm"], sv["pr"], Hh)).sum((0, 1))
     return (dxn if needs[0] else None, dlows[0] if needs[1] else None, dhigh if needs[2] else None,
             d_w_high, d_u_low, d_w_up, d_g_hl, d_g_lrec, d_g_hin, d_b_hin, d_g_hrec)
 
