@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from unified.errors import ConfigError
 from unified.ops.precision import float32_scan, scan_dtype
+from unified.ops.ssd_scan import pad_to_chunks
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
 
@@ -77,13 +78,7 @@ def signed_scan_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, B: t
         x, dt, a, B, C = (t.to(work) for t in (x, dt, a, B, C))
         b, T, H, P = x.shape
         N = B.shape[-1]
-        L = max(1, min(int(chunk_size), T))
-        pad = (-T) % L
-        if pad:
-            x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
-            a = F.pad(a, (0, 0, 0, pad), value=1.0)
-            B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
-        nc = (T + pad) // L
+        L, nc, (x, dt, a, B, C) = pad_to_chunks((x, dt, a, B, C), chunk_size, values=(0.0, 0.0, 1.0, 0.0, 0.0))
         x = x.reshape(b, nc, L, H, P).transpose(2, 3)  # (b, c, H, L, P)
         dt = dt.reshape(b, nc, L, H).transpose(2, 3)  # (b, c, H, L)
         a = a.reshape(b, nc, L, H).transpose(2, 3)

@@ -39,6 +39,20 @@ log = logging.getLogger("unified")
 _LOGGED: set[str] = set()  # backends already announced in the log (one line each per process)
 
 
+def pad_to_chunks(tensors: tuple[torch.Tensor, ...], chunk_size: int, values: tuple[float, ...] | None = None
+                  ) -> tuple[int, int, list[torch.Tensor]]:
+    """Pad the time axis (dim 1) of every tensor (b, T, ...) at the end up to a multiple of the
+    chunk length L = min(chunk_size, T) (at least 1), with the tensor's entry of `values` (default
+    0): the chunked scans pad dt = 0 (and a signed decay a = 1), positions that leave the state
+    unchanged. Returns (L, number of chunks, padded tensors)."""
+    T = tensors[0].shape[1]
+    L = max(1, min(int(chunk_size), T))
+    pad = (-T) % L
+    values = values or (0.0,) * len(tensors)
+    padded = [F.pad(v, (0, 0) * (v.dim() - 2) + (0, pad), value=fill) if pad else v for v, fill in zip(tensors, values)]
+    return L, (T + pad) // L, padded
+
+
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                 chunk_size: int, initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked SSD scan for training and prefill.
@@ -59,12 +73,7 @@ def _ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
     x, dt, A, B, C = (t.to(work) for t in (x, dt, A, B, C))
     b, T, H, P = x.shape
     N = B.shape[-1]
-    L = max(1, min(int(chunk_size), T))
-    pad = (-T) % L
-    if pad:
-        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
-        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
-    nc = (T + pad) // L
+    L, nc, (x, dt, B, C) = pad_to_chunks((x, dt, B, C), chunk_size)
     x = x.reshape(b, nc, L, H, P).transpose(2, 3)  # (b, c, H, L, P)
     dt = dt.reshape(b, nc, L, H).transpose(2, 3)  # (b, c, H, L)
     B, C = B.reshape(b, nc, 1, L, N), C.reshape(b, nc, 1, L, N)  # one group, broadcast over heads
