@@ -11,7 +11,8 @@ encoded pieces (filler sentences, needle, question) and the haystack is cut to f
 length is one equal-length group for `unified.models.decoding.generate` (no padding, so recurrent
 variants need no masks), prefilled along the prompts' prefix tree: the haystack of a sample up to
 a needle is run once and shared by the deeper depths (`unified.models.shared_prefill`), so a
-length costs about 3.5 instead of 5 prompt-lengths of prefill per sample at the default depths. The filler has no digits, so the code is the only number in the prompt.
+length costs about 3.5 instead of 5 prompt-lengths of prefill per sample at the default depths
+(for variants whose forward is parallel over positions, on one CPU thread; see `generate`). The filler has no digits, so the code is the only number in the prompt.
 Sample i of a length uses the same haystack and code at every depth (a paired design: depths
 differ only in where the needle sits). By default the lengths are multiples of the checkpoint's
 training sequence length (`length_factors`, 0.5x .. 8x), so both in-distribution retrieval and

@@ -154,8 +154,8 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     prompts of one length are prefilled along their prefix tree, each shared prefix once
     (`unified.models.shared_prefill`; worth it when prompts share long prefixes, as needle
     prompts do), then decoded in batches as usual; variants whose prefill loops over positions
-    (`shared_prefill.parallel_prefill`) or whose cache cannot be split by rows are prefilled
-    per batch."""
+    (`shared_prefill.parallel_prefill`) or whose cache cannot be split by rows, and CPU runs
+    with several intra-op threads, are prefilled per batch."""
     s = settings or DecodeSettings()
     budgets = [s.max_new_tokens] * len(prompts) if max_new_tokens is None else [int(m) for m in max_new_tokens]
     if len(budgets) != len(prompts):
@@ -170,7 +170,9 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     groups: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         groups[len(p)].append(i)
-    share = share_prefixes and parallel_prefill(model)
+    # several CPU threads: the tree's many batch-1 forwards synchronise the threads at every
+    # operator, which on shared cores made the needle suite 5x slower (issue 20, --threads 2)
+    share = share_prefixes and parallel_prefill(model) and (device.type != "cpu" or torch.get_num_threads() == 1)
     for length in sorted(groups):
         idx_all = sorted(groups[length], key=lambda i: budgets[i])  # stable: prompt order within a budget
         shared = _prefill_shared(model, [prompts[i] for i in idx_all]) if share else None
