@@ -11,7 +11,7 @@ process, so both see the same machine load. A step is `bench/run.py`'s training 
 forward, backward, clip, AdamW) at batch x seq_len; per round the median of `--steps` steps
 after one warm-up; reported: the median over rounds of each implementation's tokens/s, the
 median of the per-round ratios, the loop share of each (1 - step time with the loop replaced by
-an elementwise stand-in / step time) and the 1-minute load average at the start of each round.
+an elementwise stand-in / its median step time) and the 1-minute load average at the start of each round.
 Timings on shared CPUs are noisy; the ratio is the figure to read.
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ def _time(row: str, model, args: argparse.Namespace) -> float:
 
 
 def bench(row: str, size: str, args: argparse.Namespace) -> dict:
-    """Alternating rounds of fused vs reference on one model; loop shares of both at the end."""
+    """Alternating rounds of fused vs reference on one model, then one timing of the step with the
+    loop replaced by `bench/measure.py`'s stand-in, which gives both loop shares."""
     mod_name, fn_name = measure.SEQUENTIAL_LOOPS[row]
     mod = importlib.import_module(mod_name)
     fused, reference = getattr(mod, fn_name), REFERENCES[row]
@@ -58,10 +59,10 @@ def bench(row: str, size: str, args: argparse.Namespace) -> dict:
             ratios.append(times["reference"][-1] / times["fused"][-1])
             print(f"{row} {size} round {r}: reference {times['reference'][-1]:.3f} s, fused {times['fused'][-1]:.3f} s, "
                   f"load {loads[-1]:.2f}", file=sys.stderr, flush=True)
+        big = 1e6  # loop_share returns 1 - t_standin / big: recover t_standin, the step without the loop
+        t_standin = (1.0 - measure.loop_share(row, model, args.batch, args.seq_len, "fp32", args.steps, big)) * big
         for impl in ("reference", "fused"):
-            setattr(mod, fn_name, fused if impl == "fused" else reference)
-            step = _time(row, model, args)
-            shares[impl] = measure.loop_share(row, model, args.batch, args.seq_len, "fp32", args.steps, step)
+            shares[impl] = max(0.0, 1.0 - t_standin / statistics.median(times[impl]))
     finally:
         setattr(mod, fn_name, fused)
     tok = args.batch * args.seq_len

@@ -7,26 +7,28 @@ them one by one in backward, each weight gradient a K = batch matmul per step; o
 bookkeeping, not the arithmetic, was ~97% of a training step. Here one `autograd.Function`
 covers the whole sequence:
 
-- forward runs the same ops outside autograd (`native_group_norm`, which also returns the
-  per-gate means / inverse std backward needs) and writes every state and gate activation into
-  preallocated (steps, B, .) buffers (in-place sigmoid / tanh, `out=` products);
+- forward runs the same recurrence outside autograd, each per-gate layer norm as one
+  `native_layer_norm` over (B, 3, H) (which also returns the means / inverse std backward needs;
+  the gains are applied outside it, and are not a layer-norm weight), and writes every state and
+  gate activation into preallocated (steps, B, .) buffers (in-place sigmoid / tanh, `out=`);
 - backward first turns the saved activations into per-step gate coefficients, all steps in one
   batched op each (for h' = n + z (h - n) with n = tanh(gi_n + r gh_n), r, z = sigmoid(.)):
       c_n = (1 - z)(1 - n^2),  c_z = (h - n) z (1 - z),  c_r = c_n gh_n r (1 - r)
       d gi = dh' [c_r, c_z, c_n],   d gh = dh' [c_r, c_z, c_n r],   dh += dh' z
-  so the reverse loop per low step is: one broadcast multiply, the fused group-norm backward
-  kernel, and one addmm (dh_prev = dh z + d q U); the input-side gradient of a cycle is one
-  reduction over its T steps;
+  so the reverse loop per low step is: one broadcast multiply (by the coefficients times the
+  gains), the fused layer-norm backward kernel, and one addmm (dh_prev = dh z + d q U); the
+  input-side gradient of a cycle is one reduction over its T steps;
 - weight and gain gradients are summed over all steps at the end: one (3H, steps * B) @
-  (steps * B, H) product per weight, one batched group-norm backward per gain.
-Values equal the reference loop's (same ops, same order); gradients agree with autograd of the
-reference to rounding (float64 gradcheck in tests/test_hrnn_scan.py). Without gradients the same
-forward runs with one-step buffers. tbptt zeroes the carried state gradients at the truncation
+  (steps * B, H) product per weight, one batched reduction per gain.
+(`group_norm` with 3 groups computes the same norms, but its CPU kernels for (B, 3H) inputs took
+2-5x longer than `native_layer_norm` and its backward.) Values equal the reference loop's to
+rounding, and so do the gradients (float64 gradcheck in tests/test_hrnn_scan.py). Without
+gradients the same forward runs with one-step buffers. tbptt zeroes the carried state gradients at the truncation
 boundaries, as detaching the states does. The Function is once-differentiable.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -98,16 +100,22 @@ def _gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, rz_out: torch
     torch.lerp(n_out, h, rz_out[:, H:], out=h_out)
 
 
-def _gru_coefficients(rz: torch.Tensor, n: torch.Tensor, h_prev: torch.Tensor, gh_n: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-step gate coefficients (steps, B, 3H) of the input-side and recurrent-side
-    pre-activation gradients (module docstring), for all steps at once."""
+def _gru_coefficients(rz: torch.Tensor, n: torch.Tensor, h_prev: torch.Tensor, gh_n: torch.Tensor,
+                      gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step gate coefficients (steps, B, 3, H) of the input-side pre-activation gradient
+    [c_r, c_z, c_n] (module docstring), and of the recurrent-side one times the recurrent layer
+    norm's gain, [c_r, c_z, c_n r] g (the gradient of that norm's x_hat), for all steps at once."""
     H = n.shape[-1]
     r, z = rz[..., :H], rz[..., H:]
-    cn = (1.0 - z) * (1.0 - n * n)
-    cz = (h_prev - n) * z * (1.0 - z)
-    cr = cn * gh_n * r * (1.0 - r)
-    return torch.cat([cr, cz, cn], dim=-1), torch.cat([cr, cz, cn * r], dim=-1)
+    k_gi = n.new_empty(*n.shape[:-1], 3, H)
+    cr, cz, cn = k_gi.unbind(-2)
+    omz = 1.0 - z
+    torch.mul(torch.addcmul(omz, omz, n * n, value=-1.0), 1.0, out=cn)  # (1 - z)(1 - n^2)
+    torch.mul(torch.sub(h_prev, n).mul_(z), omz, out=cz)  # (h - n) z (1 - z)
+    torch.mul(torch.addcmul(r, r, r, value=-1.0).mul_(gh_n), cn, out=cr)  # c_n gh_n r (1 - r)
+    k_q = k_gi * gain.view(3, H)
+    k_q[..., 2, :].mul_(r)
+    return k_gi, k_q
 
 
 def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g_hrec, T: int, N: int,
@@ -127,34 +135,37 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
     g_hp = torch.cat([g_hl, g_hrec])
     w_high_t, u_low_t, w_up_t = w_high.t(), u_low.t(), w_up.t()
     keep: dict[str, list] = {name: [] for name in ("lm", "lr", "hm", "hr", "pm", "pr")}
+    lows_s, highs_s, q_s, gh_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, q, gh, rz, nb))
+    hp_s, hpn_s, p_s, gih_s, rzh_s, nh_s = (v.unbind(0) for v in (hp, hpn, p, gih, rzh, nh))
+    one = 1 if save else 0  # the step index advances only when every step is kept
     k = c = 0
     for t in range(L):
         x_t = xn[:, t]
         for _n in range(N):
             ci = c if save else 0
-            hp_c = torch.mm(highs[ci], w_high_t, out=hp[ci])
+            hp_c = torch.mm(highs_s[ci], w_high_t, out=hp_s[ci])
             xh, hm, hr = norm.forward(hp_c)
-            hpn_c = torch.mul(xh, g_hp, out=hpn[ci])  # [LN(W_h h_h) g_hl, LN(U_h h_h) g_hrec]
+            hpn_c = torch.mul(xh, g_hp, out=hpn_s[ci])  # [LN(W_h h_h) g_hl, LN(U_h h_h) g_hrec]
             gi_low = x_t + hpn_c[:, :3 * Hl]
             for _s in range(T):
-                ki = k if save else 0
-                q_k = torch.mm(lows[ki], u_low_t, out=q[ki])
+                ki = k * one
+                q_k = torch.mm(lows_s[ki], u_low_t, out=q_s[ki])
                 xq, lm, lr = _ln(q_k, Hl, eps)
-                gh_k = torch.mul(xq, g_lrec, out=gh[ki])
-                _gru_step(gi_low, gh_k, lows[ki], rz[ki], nb[ki], lows[ki + 1 if save else 0])
+                gh_k = torch.mul(xq, g_lrec, out=gh_s[ki])
+                _gru_step(gi_low, gh_k, lows_s[ki], rz_s[ki], nb_s[ki], lows_s[ki + one])
                 if save:
                     keep["lm"].append(lm)
                     keep["lr"].append(lr)
                 k += 1
-            p_c = torch.mm(lows[k if save else 0], w_up_t, out=p[ci])
+            p_c = torch.mm(lows_s[k * one], w_up_t, out=p_s[ci])
             xp, pm, pr = _ln(p_c, Hh, eps)
-            gih_c = torch.addcmul(b_hin, xp, g_hin, out=gih[ci])
-            _gru_step(gih_c, hpn_c[:, 3 * Hl:], highs[ci], rzh[ci], nh[ci], highs[ci + 1 if save else 0])
+            gih_c = torch.addcmul(b_hin, xp, g_hin, out=gih_s[ci])
+            _gru_step(gih_c, hpn_c[:, 3 * Hl:], highs_s[ci], rzh_s[ci], nh_s[ci], highs_s[ci + one])
             if save:
                 for name, v in (("hm", hm), ("hr", hr), ("pm", pm), ("pr", pr)):
                     keep[name].append(v)
             c += 1
-        hs[:, t] = highs[c if save else 0]
+        hs[:, t] = highs_s[c * one]
     low_last, high_last = lows[-1].clone(), highs[-1].clone()
     saved = {}
     if save:
@@ -193,14 +204,13 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     C, _, Hh = sv["nh"].shape
     L = C // N
     norm = _HighNorm(3 * Hl, Hl, Hh, eps)
-    g_hp = torch.cat([g_hl, g_hrec])
-    k_gi, k_gh = _gru_coefficients(sv["rz"], sv["nb"], lows[:-1], sv["gh"][..., 2 * Hl:])
-    kh_gi, kh_gh = _gru_coefficients(sv["rzh"], sv["nh"], highs[:-1], sv["hpn"][..., 3 * Hl + 2 * Hh:])
-    zl, zh = sv["rz"][..., Hl:], sv["rzh"][..., Hh:]
-    k_q = (k_gh * g_lrec).view(S, B, 3, Hl)  # d x_hat(q) = dh' k_gh g_lrec
-    k_p = (kh_gi * g_hin).view(C, B, 3, Hh)  # d x_hat(p) = dh_high kh_gi g_hin
-    kh_ghg = (kh_gh * g_hrec).view(C, B, 3, Hh)
-    k_gi4 = k_gi.view(S, B, 3, Hl)
+    # d x_hat(q) = dh' k_q, d x_hat(p) = dh_high kh_gi g_hin, d x_hat(U_h h) = dh_high kh_q
+    k_gi, k_q = _gru_coefficients(sv["rz"], sv["nb"], lows[:-1], sv["gh"][..., 2 * Hl:], g_lrec)
+    kh_gi, kh_q = _gru_coefficients(sv["rzh"], sv["nh"], highs[:-1], sv["hpn"][..., 3 * Hl + 2 * Hh:], g_hrec)
+    k_p = kh_gi * g_hin.view(3, Hh)
+    zl, zh = sv["rz"][..., Hl:].unbind(0), sv["rzh"][..., Hh:].unbind(0)
+    k_q_s, k_p_c, kh_q_c = k_q.unbind(0), k_p.unbind(0), kh_q.unbind(0)
+    q_s, lm_s, lr_s = sv["q"].unbind(0), sv["lm"].unbind(0), sv["lr"].unbind(0)
     new = lows.new_empty
     dlows, dhighs = new(S + 1, B, Hl), new(C, B, Hh)
     dhpn, dxh = new(C, B, 3 * Hl), new(B, 3 * Hl + 3 * Hh)
@@ -208,6 +218,7 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     dxn = lows.new_zeros(B, L, 3 * Hl)
     dlows[S] = 0.0 if d_low is None else d_low
     dhigh = lows.new_zeros(B, Hh) if d_high is None else d_high
+    dl_s = dlows.unbind(0)
     for t in reversed(range(L)):
         if d_hs is not None:
             dhigh = dhigh + d_hs[:, t]
@@ -215,37 +226,44 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
             c = t * N + n
             k0, end = c * T, (c + 1) * T
             dhighs[c] = dhigh
-            dp[c] = dp_c = _ln_dx(torch.mul(k_p[c], dhigh[:, None]), sv["p"][c], sv["pm"][c], sv["pr"][c], Hh)
-            dlows[end].addmm_(dp_c, w_up)
-            for k in reversed(range(k0, end)):
-                dl = dlows[k + 1]
-                dq[k] = dq_k = _ln_dx(torch.mul(k_q[k], dl[:, None]), sv["q"][k], sv["lm"][k], sv["lr"][k], Hl)
-                torch.addmm(dl * zl[k], dq_k, u_low, out=dlows[k])
-            dgi_low = torch.sum(k_gi4[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
+            dp[c] = dp_c = _ln_dx(torch.mul(k_p_c[c], dhigh[:, None]), sv["p"][c], sv["pm"][c], sv["pr"][c], Hh)
+            dl_s[end].addmm_(dp_c, w_up)
+            for k in range(end - 1, k0 - 1, -1):
+                dl = dl_s[k + 1]
+                dq[k] = dq_k = _ln_dx(torch.mul(k_q_s[k], dl[:, None]), q_s[k], lm_s[k], lr_s[k], Hl)
+                torch.addmm(dl * zl[k], dq_k, u_low, out=dl_s[k])
+            dgi_low = torch.sum(k_gi[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
             dgi_low = dgi_low.view(B, 3 * Hl)
             dxn[:, t] += dgi_low
             torch.mul(dgi_low, g_hl, out=dxh[:, :3 * Hl])
-            torch.mul(kh_ghg[c], dhigh[:, None], out=dxh[:, 3 * Hl:].view(B, 3, Hh))
+            torch.mul(kh_q_c[c], dhigh[:, None], out=dxh[:, 3 * Hl:].view(B, 3, Hh))
             dhp[c] = dhp_c = norm.dx(dxh, sv["hp"][c], sv["hm"][c], sv["hr"][c])
             dhigh = torch.addmm(dhigh * zh[c], dhp_c, w_high)
         if tbptt > 0 and (pos + t) % tbptt == 0 and pos + t > 0:
-            dlows[t * N * T].zero_()
+            dl_s[t * N * T].zero_()
             dhigh = torch.zeros_like(dhigh)
     flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731
     d_w_high = flat(torch.stack(dhp)).t() @ flat(highs[:-1]) if needs[3] else None
     d_u_low = flat(torch.stack(dq)).t() @ flat(lows[:-1]) if needs[4] else None
     d_w_up = flat(torch.stack(dp)).t() @ flat(lows[T::T]) if needs[5] else None
     d_g_hl = d_g_hrec = d_g_lrec = d_g_hin = d_b_hin = None
-    if needs[6] or needs[10]:  # d gain = sum over steps of (d normalised output) x_hat
+    # d gain = sum over steps of (d normalised output) x_hat; the recurrent side's output
+    # gradient is dh' [c_r, c_z, c_n r]
+    def d_rec_gain(k: torch.Tensor, dh: torch.Tensor, x_hat: torch.Tensor, rz: torch.Tensor) -> torch.Tensor:
+        prod = k * dh[:, :, None] * x_hat.view(k.shape)
+        prod[..., 2, :].mul_(rz[..., :k.shape[-1]])
+        return prod.sum((0, 1)).flatten()
+
+    if needs[6] or needs[10]:
         xh_hp = norm.x_hat(sv["hp"], sv["hm"], sv["hr"])
         d_g_hl = (dhpn * xh_hp[..., :3 * Hl]).sum((0, 1))
-        d_g_hrec = (kh_gh * dhighs.repeat(1, 1, 3) * xh_hp[..., 3 * Hl:]).sum((0, 1))
+        d_g_hrec = d_rec_gain(kh_gi, dhighs, xh_hp[..., 3 * Hl:], sv["rzh"])
     if needs[7]:
-        d_g_lrec = (k_gh * dlows[1:].repeat(1, 1, 3) * _x_hat(sv["q"], sv["lm"], sv["lr"], Hl)).sum((0, 1))
+        d_g_lrec = d_rec_gain(k_gi, dlows[1:], _x_hat(sv["q"], sv["lm"], sv["lr"], Hl), sv["rz"])
     if needs[8] or needs[9]:
-        d_gih = kh_gi * dhighs.repeat(1, 1, 3)
-        d_b_hin = d_gih.sum((0, 1))
-        d_g_hin = (d_gih * _x_hat(sv["p"], sv["pm"], sv["pr"], Hh)).sum((0, 1))
+        d_gih = kh_gi * dhighs[:, :, None]
+        d_b_hin = d_gih.sum((0, 1)).flatten()
+        d_g_hin = (d_gih * _x_hat(sv["p"], sv["pm"], sv["pr"], Hh).view(C, B, 3, Hh)).sum((0, 1)).flatten()
     return (dxn if needs[0] else None, dlows[0] if needs[1] else None, dhigh if needs[2] else None,
             d_w_high, d_u_low, d_w_up, d_g_hl, d_g_lrec, d_g_hin, d_b_hin, d_g_hrec)
 
