@@ -3,7 +3,7 @@ reservoir's loop, each with its hand-written backward through time ("fused", wha
 run) against the plain autograd loop it replaced ("reference", `unified/ops/*_naive.py`).
 
     python bench/recurrent_speed.py                                   # hrnn + reservoir, micro + nano
-    python bench/recurrent_speed.py --rows hrnn --sizes micro --rounds 2 --steps 2   # quick look
+    python bench/recurrent_speed.py --rows hrnn --model_sizes micro --rounds 2 --steps 2   # quick look
 
 One model per (row, size); the two implementations are swapped into the model's module (the
 name `bench/measure.py`'s loop share patches too) and timed in alternating rounds in the same
@@ -75,7 +75,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--rows", default="hrnn,reservoir", help=f"comma-separated, from {', '.join(REFERENCES)}")
-    p.add_argument("--sizes", default="micro,nano")
+    p.add_argument("--model_sizes", dest="sizes", default="micro,nano", help="comma-separated model sizes")
+    p.add_argument("--sizes", dest="sizes", default="micro,nano", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq_len", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
