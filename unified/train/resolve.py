@@ -121,11 +121,6 @@ def resolve(cfg: TrainConfig, world_size: int = 1) -> TrainConfig:
     return cfg.replace(variant=variant, model_overrides=overrides, alg_tokens=alg_tokens, lr=lr, warmup_steps=warmup)
 
 
-def resolve_output_dir(cfg: TrainConfig) -> Path:
-    """The run folder: --output_dir, or runs/<size>_<variant> with a suffix when that holds a run."""
-    return next(run_dir_candidates(cfg))
-
-
 def run_dir_candidates(cfg: TrainConfig) -> Iterator[Path]:
     """The folders a run may go to, best first: --output_dir alone (refused when it holds a run and
     this is not --resume), else runs/<size>_<variant>, then _2, _3 ... (those holding a run skipped)."""
