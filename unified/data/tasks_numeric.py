@@ -69,7 +69,33 @@ class ModAddTask(Task):
         return 2 * difficulty - 1 + 3 + 1, 3 * difficulty - 1 + 3 + 2
 
 
-class AdditionTask(Task):
+class _TwoOperandTask(Task):
+    """A binary operation on two operands of exactly `difficulty` digits each: ``<a><symbol><b>``
+    -> ``apply(a, b)``; the two operand orders form one equivalence class."""
+
+    symbol: str
+    twin_class = "operand order"
+
+    @staticmethod
+    def apply(a: int, b: int) -> int:
+        raise NotImplementedError
+
+    def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
+        a, b = number(rng, difficulty), number(rng, difficulty)
+        return f"{a}{self.symbol}{b}", str(self.apply(a, b))
+
+    def _canonical_body(self, body: str) -> str:
+        return _sorted_operands(body, self.symbol)
+
+    def _space_bound(self, difficulty: int) -> int:
+        return 100**difficulty
+
+    def _bodies(self, difficulty: int) -> Iterator[tuple[str, str]]:
+        for a, b in _pairs(difficulty):
+            yield f"{a}{self.symbol}{b}", str(self.apply(a, b))
+
+
+class AdditionTask(_TwoOperandTask):
     """Integer addition. Difficulty = digits of each operand.
 
     Format: ``add 123+456=`` -> ``579``. Both operands have exactly `difficulty` digits, so the
@@ -81,21 +107,11 @@ class AdditionTask(Task):
     name, tag, difficulty_name = "addition", "add", "digits"
     train_range, ood_values = (1, 4), (5, 6, 8)
     description = "sum of two non-negative integers"
-    twin_class = "operand order"
+    symbol = "+"
 
-    def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
-        a, b = number(rng, difficulty), number(rng, difficulty)
-        return f"{a}+{b}", str(a + b)
-
-    def _canonical_body(self, body: str) -> str:
-        return _sorted_operands(body, "+")
-
-    def _space_bound(self, difficulty: int) -> int:
-        return 100**difficulty
-
-    def _bodies(self, difficulty: int) -> Iterator[tuple[str, str]]:
-        for a, b in _pairs(difficulty):
-            yield f"{a}+{b}", str(a + b)
+    @staticmethod
+    def apply(a: int, b: int) -> int:
+        return a + b
 
     def _body_answer_bounds(self, difficulty: int) -> tuple[int, int]:
         # shortest: 10..0+10..0 (sum d digits; 0+0=0 at d=1); longest: 9..9+9..9 (d+1 digits)
@@ -103,7 +119,7 @@ class AdditionTask(Task):
         return 2 * d + 1 + d, 2 * d + 1 + d + 1
 
 
-class MultiplicationTask(Task):
+class MultiplicationTask(_TwoOperandTask):
     """Integer multiplication. Difficulty = digits of each operand.
 
     Format: ``mul 12*34=`` -> ``408``. Both operands have exactly `difficulty` digits, so every
@@ -115,21 +131,11 @@ class MultiplicationTask(Task):
     name, tag, difficulty_name = "multiplication", "mul", "digits"
     train_range, ood_values = (1, 3), (4, 5)
     description = "product of two non-negative integers"
-    twin_class = "operand order"
+    symbol = "*"
 
-    def _generate(self, rng: random.Random, difficulty: int) -> tuple[str, str]:
-        a, b = number(rng, difficulty), number(rng, difficulty)
-        return f"{a}*{b}", str(a * b)
-
-    def _canonical_body(self, body: str) -> str:
-        return _sorted_operands(body, "*")
-
-    def _space_bound(self, difficulty: int) -> int:
-        return 100**difficulty
-
-    def _bodies(self, difficulty: int) -> Iterator[tuple[str, str]]:
-        for a, b in _pairs(difficulty):
-            yield f"{a}*{b}", str(a * b)
+    @staticmethod
+    def apply(a: int, b: int) -> int:
+        return a * b
 
     def _body_answer_bounds(self, difficulty: int) -> tuple[int, int]:
         d = difficulty  # 10..0*10..0 (2d - 1 digits; 0*0=0 at d=1) .. 9..9*9..9 (2d digits)
