@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unified.models.config import ModelConfig
+from unified.ops.precision import small_matmul_precision
 
 
 def rms_norm(d: int, eps: float = 1e-5) -> nn.RMSNorm:
@@ -142,22 +143,12 @@ class CausalSelfAttention(nn.Module):
 _MATH_ATTENTION_MAX_PAIRS = 512 * 512
 
 
-@contextlib.contextmanager
-def _highest_precision():
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
-
-
 class _FlashAtHighest(torch.autograd.Function):
     """Causal SDPA (CPU flash kernel) whose forward and backward run under "highest"."""
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        with _highest_precision():
+        with small_matmul_precision(q.device):
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
         ctx.save_for_backward(q, k, v, out, lse)
         return out
@@ -166,7 +157,7 @@ class _FlashAtHighest(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         q, k, v, out, lse = ctx.saved_tensors
-        with _highest_precision():
+        with small_matmul_precision(q.device):
             return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
                 grad, q, k, v, out, lse, 0.0, True)
 

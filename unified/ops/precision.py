@@ -85,7 +85,8 @@ def small_matmul_precision(device: torch.device | str) -> Iterator[None]:
     Decoding multiplies small matrices (one token per sequence, a growing KV cache); under
     "medium" oneDNN handles every float32 product, and for such shapes its per-call overhead
     (packing the weights each call) makes cached decoding ~2x slower than the default path,
-    while large training / prefill products gain. Both paths have float32-level error. No effect
+    while large training / prefill products gain; CPU flash attention is also slower under
+    "medium" (unified.models.layers runs it in this block). Both paths have float32-level error. No effect
     on other devices (on CUDA the setting means TF32, which `auto` never picks)."""
     before = torch.get_float32_matmul_precision()
     if torch.device(device).type != "cpu" or before == "highest":
