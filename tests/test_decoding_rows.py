@@ -141,11 +141,9 @@ def test_step_context_runs_one_thread_and_restores() -> None:
 def test_sequential_variants_prefill_whole_batches(monkeypatch) -> None:
     """Variants whose forward loops over positions are not prefilled in batch-1 pieces (their
     cost follows the loop, not the tokens); parallel ones are."""
-    from unified.models.shared_prefill import parallel_prefill
-
-    assert parallel_prefill(tiny_model("baseline")) and parallel_prefill(tiny_model("ssm"))
-    assert parallel_prefill(tiny_model("reservoir", reservoir_mode="linear"))
-    assert not any(parallel_prefill(tiny_model(v)) for v in ("hrnn", "rsm", "reservoir"))
+    assert tiny_model("baseline").parallel_in_time and tiny_model("ssm").parallel_in_time
+    assert tiny_model("reservoir", reservoir_mode="linear").parallel_in_time
+    assert not any(tiny_model(v).parallel_in_time for v in ("hrnn", "rsm", "reservoir"))
     prompts = [[1, 2, 3, 4, 5, a] for a in (6, 7, 8)]  # a long shared prefix
     for variant, pieces in (("hrnn", False), ("baseline", True)):
         model = tiny_model(variant).eval()

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from unified.data.scoring import ratio_stderr
 from unified.errors import ConfigError, DataError, UnknownNameError
 from unified.models import LanguageModel
-from unified.models.shared_prefill import parallel_prefill
 from unified.text.corpus import corpus_from_path, is_hub_spec, load_corpus
 from unified.text.documents import DOC_SEPARATOR
 from unified.text.textcache import HUB_SOURCES, hub_documents, hub_has_validation, hub_offline, resolve_hub
@@ -45,7 +44,7 @@ from unified.text.tokenizer import Tokenizer
 # Tokens per forward on CPU: a micro model scored 256-token windows in ~86 us of CPU time per
 # token at 4 - 16 rows per batch and 125 - 160 us at 32 - 64 rows (activations outgrow the caches;
 # issue 20), so CPU batches stop at this many tokens whatever --batch_size allows (not for
-# variants whose forward loops over positions, `parallel_prefill`: their cost follows the loop).
+# variants whose forward loops over positions, `LanguageModel.parallel_in_time`: their cost follows the loop).
 CPU_FORWARD_TOKENS = 4096
 STDERR_METHOD = "over windows: ratio-estimator standard error of NLL per token, delta method per metric"
 
@@ -209,7 +208,7 @@ def window_nll(model: LanguageModel, ids: np.ndarray, prefix_id: int, eos_id: in
     model.eval()
     device = next(model.parameters()).device
     windows = [ids[s:s + context] for s in range(0, len(ids), context)]
-    small = device.type == "cpu" and parallel_prefill(model)  # a loop over positions wants big batches
+    small = device.type == "cpu" and model.parallel_in_time  # a loop over positions wants big batches
     rows = max(1, min(batch_size, max_batch_logits // (context * model.cfg.vocab_size),
                       CPU_FORWARD_TOKENS // context if small else batch_size))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(windows)

@@ -77,10 +77,15 @@ class LanguageModel(nn.Module):
     Subclasses set `Options` (a dataclass of their own settings), implement `body` and
     `init_cache`, and override `flops_per_token` / `state_size` where the defaults are wrong.
     `eval_overridable` names options that may be changed after training (e.g. loop count).
+    `parallel_in_time` says whether a forward over T positions runs in parallel over time (its
+    cost follows the B x T tokens); False where it loops over positions or chunks, so one row
+    costs about what a batch of rows costs and evaluation keeps batches whole (decoding's prefix
+    sharing, perplexity batches).
     """
 
     Options: type = NoOptions
     eval_overridable: tuple[str, ...] = ()
+    parallel_in_time: bool = True
 
     def __init__(self, cfg: ModelConfig, opts: Any):
         super().__init__()

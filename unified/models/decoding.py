@@ -23,7 +23,7 @@ import torch
 
 from unified.models.base import LanguageModel
 from unified.models.cache_rows import CacheRowsError, stack_rows, take_rows
-from unified.models.shared_prefill import Prefilled, parallel_prefill, prefill_shared
+from unified.models.shared_prefill import Prefilled, prefill_shared
 from unified.ops.precision import small_matmul_precision
 
 
@@ -154,7 +154,7 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
     prompts of one length are prefilled along their prefix tree, each shared prefix once
     (`unified.models.shared_prefill`; worth it when prompts share long prefixes, as needle
     prompts do), then decoded in batches as usual; variants whose prefill loops over positions
-    (`shared_prefill.parallel_prefill`) or whose cache cannot be split by rows, and CPU runs
+    (`LanguageModel.parallel_in_time`) or whose cache cannot be split by rows, and CPU runs
     with several intra-op threads, are prefilled per batch."""
     s = settings or DecodeSettings()
     budgets = [s.max_new_tokens] * len(prompts) if max_new_tokens is None else [int(m) for m in max_new_tokens]
@@ -172,7 +172,7 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], eos_id: int
         groups[len(p)].append(i)
     # several CPU threads: the tree's many batch-1 forwards synchronise the threads at every
     # operator, which on shared cores made the needle suite 5x slower (issue 20, --threads 2)
-    share = share_prefixes and parallel_prefill(model) and (device.type != "cpu" or torch.get_num_threads() == 1)
+    share = share_prefixes and model.parallel_in_time and (device.type != "cpu" or torch.get_num_threads() == 1)
     for length in sorted(groups):
         idx_all = sorted(groups[length], key=lambda i: budgets[i])  # stable: prompt order within a budget
         shared = _prefill_shared(model, [prompts[i] for i in idx_all]) if share else None

@@ -97,6 +97,7 @@ class HRNNLM(LanguageModel):
 
     Options = HRNNOptions
     eval_overridable = ("T", "N")
+    parallel_in_time = False  # a loop over positions
 
     def __init__(self, cfg, opts: HRNNOptions):
         dt, dn = _DEFAULT_TN.get(cfg.size, (2, 2))

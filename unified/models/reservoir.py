@@ -246,6 +246,11 @@ class ReservoirLM(LanguageModel):
     Options = ReservoirOptions
     eval_overridable = ("chunk_size",)
 
+    @property
+    def parallel_in_time(self) -> bool:
+        """The linear mode is a parallel scan; the tanh mode loops over positions."""
+        return self.opts.reservoir_mode == "linear"
+
     def __init__(self, cfg: ModelConfig, opts: ReservoirOptions):
         if opts.reservoir_mode not in RESERVOIR_MODES:
             raise UnknownNameError("reservoir_mode", opts.reservoir_mode, RESERVOIR_MODES)

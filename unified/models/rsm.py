@@ -190,6 +190,7 @@ class RSMLM(LanguageModel):
 
     Options = RSMOptions
     eval_overridable = ("reset_memory_each_chunk",)
+    parallel_in_time = False  # a loop over chunks
     gate_bias = 0.0  # initial write gates ~0.5 (GRU default); -1, -2 learned key recall less reliably
     mem_init_std = 0.1  # small next to written content (tanh, O(1)), so writes dominate what is read
 

@@ -21,18 +21,6 @@ from unified.models.base import LanguageModel
 from unified.models.cache_rows import take_rows
 
 
-def parallel_prefill(model: LanguageModel) -> bool:
-    """Whether the variant's forward over T positions runs in parallel over time, so its cost
-    follows the tokens (B x T), not the number of sequential steps. False for `hrnn` and the tanh
-    `reservoir` (a loop over positions) and `rsm` (a loop over chunks): there one row costs about
-    what a batch of rows costs, so prefilling batch-1 pieces (prefix sharing) or splitting
-    batches multiplies the loop (issue 20: the hrnn needle suite took 6x longer shared)."""
-    variant = model.cfg.variant
-    if variant == "reservoir":
-        return getattr(model.opts, "reservoir_mode", "tanh") == "linear"
-    return variant not in ("hrnn", "rsm")
-
-
 @dataclass
 class Prefilled:
     """One prompt after its prefill: cache (batch 1), last-position logits (1, V), and the
