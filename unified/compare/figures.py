@@ -74,13 +74,14 @@ def plot_tasks(comp: Comparison, path: Path) -> bool:
     tasks, _, _ = task_lengths(comp.groups)
     if not tasks:
         return False
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(tasks) + 2), 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(tasks) + 2), 4.5))
     drawn = _bar_groups(ax, tasks, comp, lambda t: f"iid_em/{t}", _colors(comp.groups))
     ax.set_ylabel("IID exact match (%)")
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars: 10 groups cover them
     ax.set_title("algorithmic exact match per task (held-out IID prompts; bars: 95% CI over seeds)", wrap=True)
+    fig.tight_layout()
     if drawn:
         fig.savefig(path, dpi=100)
     plt.close(fig)
