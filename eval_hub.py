@@ -16,6 +16,7 @@ import torch
 from unified.cli import ArgumentParser, run_cli
 from unified.evals.flags import add_eval_arguments, eval_settings
 from unified.evals.hub import SUITES, load_for_eval, newest_checkpoint, run_suites
+from unified.ops.host_memory import reuse_freed_host_memory
 from unified.ops.precision import set_matmul_precision
 from unified.progress import set_quiet
 from unified.text.textcache import set_offline_if_unreachable
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     set_matmul_precision(args.matmul_precision, args.device)
+    reuse_freed_host_memory()  # freed blocks kept for the next batch (unified.ops.host_memory)
     ckpt = args.checkpoint
     if ckpt is None:
         ckpt = newest_checkpoint()

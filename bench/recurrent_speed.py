@@ -4,6 +4,7 @@ run) against the plain autograd loop it replaced ("reference", `unified/ops/*_na
 
     python bench/recurrent_speed.py                                   # hrnn + reservoir, micro + nano
     python bench/recurrent_speed.py --rows hrnn --model_sizes micro --rounds 2 --steps 2   # quick look
+    python bench/recurrent_speed.py --host_memory system        # glibc's default allocator behaviour
 
 One model per (row, size); the two implementations are swapped into the model's module (the
 name `bench/measure.py`'s loop share patches too) and timed in alternating rounds in the same
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import measure  # noqa: E402
+from unified.ops.host_memory import host_memory_policy  # noqa: E402
 from unified.ops.hrnn_scan_naive import hierarchical_scan_naive  # noqa: E402
 from unified.ops.precision import set_matmul_precision  # noqa: E402
 from unified.ops.tanh_scan_naive import tanh_scan_naive  # noqa: E402
@@ -82,6 +84,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=3, help="timed steps per round (after one warm-up)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--host_memory", choices=("reuse", "system"), default="reuse",
+                   help="freed host memory kept for reuse (what train.py sets, unified/ops/host_memory.py) or "
+                        "glibc's defaults (before that setting)")
     args = p.parse_args()
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in REFERENCES]
@@ -91,7 +96,9 @@ def main() -> None:
         sys.exit(2)
     torch.set_num_threads(args.threads)
     choice = set_matmul_precision("auto")
+    memory = host_memory_policy(args.host_memory)
     print(f"batch {args.batch} x seq {args.seq_len}, fp32 (matmul precision {choice.setting}), {args.threads} threads, "
+          f"host memory {memory}, "
           f"{args.rounds} alternating rounds x median of {args.steps} steps, torch {torch.__version__}\n")
     print("| row | size | reference tok/s | fused tok/s | speed-up (median of rounds) | loop share reference | "
           "loop share fused | load (1 min) per round |")

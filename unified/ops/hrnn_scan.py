@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from unified.ops.packed_matmul import PackedWeight
 from unified.ops.precision import float32_scan
 
 _LN_BACKWARD = torch.ops.aten.native_layer_norm_backward
@@ -133,7 +134,7 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
     rzh, nh, hs = new(C, B, 2 * Hh), new(C, B, Hh), new(B, L, Hh)
     norm = _HighNorm(3 * Hl, Hl, Hh, eps)
     g_hp = torch.cat([g_hl, g_hrec])
-    w_high_t, u_low_t, w_up_t = w_high.t(), u_low.t(), w_up.t()
+    pk_high, pk_low, pk_up = PackedWeight(w_high), PackedWeight(u_low), PackedWeight(w_up)
     keep: dict[str, list] = {name: [] for name in ("lm", "lr", "hm", "hr", "pm", "pr")}
     lows_s, highs_s, q_s, gh_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, q, gh, rz, nb))
     hp_s, hpn_s, p_s, gih_s, rzh_s, nh_s = (v.unbind(0) for v in (hp, hpn, p, gih, rzh, nh))
@@ -143,13 +144,13 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
         x_t = xn[:, t]
         for _n in range(N):
             ci = c if save else 0
-            hp_c = torch.mm(highs_s[ci], w_high_t, out=hp_s[ci])
+            hp_c = pk_high.mm(highs_s[ci], out=hp_s[ci])
             xh, hm, hr = norm.forward(hp_c)
             hpn_c = torch.mul(xh, g_hp, out=hpn_s[ci])  # [LN(W_h h_h) g_hl, LN(U_h h_h) g_hrec]
             gi_low = x_t + hpn_c[:, :3 * Hl]
             for _s in range(T):
                 ki = k * one
-                q_k = torch.mm(lows_s[ki], u_low_t, out=q_s[ki])
+                q_k = pk_low.mm(lows_s[ki], out=q_s[ki])
                 xq, lm, lr = _ln(q_k, Hl, eps)
                 gh_k = torch.mul(xq, g_lrec, out=gh_s[ki])
                 _gru_step(gi_low, gh_k, lows_s[ki], rz_s[ki], nb_s[ki], lows_s[ki + one])
@@ -157,7 +158,7 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
                     keep["lm"].append(lm)
                     keep["lr"].append(lr)
                 k += 1
-            p_c = torch.mm(lows_s[k * one], w_up_t, out=p_s[ci])
+            p_c = pk_up.mm(lows_s[k * one], out=p_s[ci])
             xp, pm, pr = _ln(p_c, Hh, eps)
             gih_c = torch.addcmul(b_hin, xp, g_hin, out=gih_s[ci])
             _gru_step(gih_c, hpn_c[:, 3 * Hl:], highs_s[ci], rzh_s[ci], nh_s[ci], highs_s[ci + one])
@@ -219,6 +220,8 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     dlows[S] = 0.0 if d_low is None else d_low
     dhigh = lows.new_zeros(B, Hh) if d_high is None else d_high
     dl_s = dlows.unbind(0)
+    # the transposed weights, packed once for the reverse loop's products d @ W
+    pk_high, pk_low, pk_up = PackedWeight(w_high.t()), PackedWeight(u_low.t()), PackedWeight(w_up.t())
     for t in reversed(range(L)):
         if d_hs is not None:
             dhigh = dhigh + d_hs[:, t]
@@ -227,18 +230,18 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
             k0, end = c * T, (c + 1) * T
             dhighs[c] = dhigh
             dp[c] = dp_c = _ln_dx(torch.mul(k_p_c[c], dhigh[:, None]), sv["p"][c], sv["pm"][c], sv["pr"][c], Hh)
-            dl_s[end].addmm_(dp_c, w_up)
+            pk_up.addmm(dl_s[end], dp_c, out=dl_s[end])
             for k in range(end - 1, k0 - 1, -1):
                 dl = dl_s[k + 1]
                 dq[k] = dq_k = _ln_dx(torch.mul(k_q_s[k], dl[:, None]), q_s[k], lm_s[k], lr_s[k], Hl)
-                torch.addmm(dl * zl[k], dq_k, u_low, out=dl_s[k])
+                pk_low.addmm(dl * zl[k], dq_k, out=dl_s[k])
             dgi_low = torch.sum(k_gi[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
             dgi_low = dgi_low.view(B, 3 * Hl)
             dxn[:, t] += dgi_low
             torch.mul(dgi_low, g_hl, out=dxh[:, :3 * Hl])
             torch.mul(kh_q_c[c], dhigh[:, None], out=dxh[:, 3 * Hl:].view(B, 3, Hh))
             dhp[c] = dhp_c = norm.dx(dxh, sv["hp"][c], sv["hm"][c], sv["hr"][c])
-            dhigh = torch.addmm(dhigh * zh[c], dhp_c, w_high)
+            dhigh = pk_high.addmm(dhigh * zh[c], dhp_c)
         if tbptt > 0 and (pos + t) % tbptt == 0 and pos + t > 0:
             dl_s[t * N * T].zero_()
             dhigh = torch.zeros_like(dhigh)

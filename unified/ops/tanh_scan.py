@@ -4,8 +4,8 @@ fused RNN kernel (`fused_rnn_tanh`, leak 1 on CUDA).
 
 h_t = (1 - a) h_{t-1} + a n_t with n_t = tanh(pre_t + W h_{t-1}). Under autograd the loop records
 addmm / tanh / lerp nodes per step and a stack of all states; here one `autograd.Function`
-covers the sequence: forward writes each step into a preallocated time-major buffer (addmm with
-`out=`, in-place tanh), and backward runs
+covers the sequence: forward writes each step into a preallocated time-major buffer (the
+product with W packed once, `unified.ops.packed_matmul`; in-place tanh), and backward runs
     d pre_t = g_t a (1 - n_t^2)   (the coefficient a (1 - n^2) for all steps in one op)
     g_{t-1} = dh_{t-1} + (1 - a) g_t + d pre_t W      (one addmm per step, two ops with a < 1)
 with the gradient of W (when it has one; the reservoir's is frozen) as one product over all steps.
@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from unified.ops.packed_matmul import PackedWeight
 from unified.ops.precision import float32_scan
 
 
@@ -27,9 +28,9 @@ def _forward(pre: torch.Tensor, h0: torch.Tensor, w: torch.Tensor, leak: float, 
     hs = pre.new_empty(L, B, n)
     leaky = leak != 1.0
     news = pre.new_empty(L if save else 1, B, n) if leaky else hs
-    wt, h = w.t(), h0
+    pw, h = PackedWeight(w), h0
     for t in range(L):
-        new = torch.addmm(pre[:, t], h, wt, out=news[t if save or not leaky else 0]).tanh_()
+        new = pw.addmm(pre[:, t], h, out=news[t if save or not leaky else 0]).tanh_()
         h = torch.lerp(h, new, leak, out=hs[t]) if leaky else new
     return hs, (news if save else None)
 
@@ -54,6 +55,7 @@ class _TanhScan(torch.autograd.Function):
             coef = (1.0 - news * news).mul_(a)
             dpre = torch.empty_like(hs)
             g = torch.zeros_like(h0) if d_last is None else d_last.clone()
+            pw = PackedWeight(w.t())  # the reverse loop's products d @ W
             if d_hs is not None:
                 g += d_hs[:, L - 1]
             for t in reversed(range(L)):
@@ -61,7 +63,7 @@ class _TanhScan(torch.autograd.Function):
                 base = g.mul(1.0 - a) if a != 1.0 else None
                 if t > 0 and d_hs is not None:
                     base = d_hs[:, t - 1] if base is None else base.add_(d_hs[:, t - 1])
-                g = torch.mm(da, w) if base is None else torch.addmm(base, da, w)
+                g = pw.mm(da) if base is None else pw.addmm(base, da)
             d_w = None
             if ctx.needs_input_grad[2]:
                 prev = torch.cat([h0[None], hs[:-1]]).reshape(-1, n)

@@ -33,6 +33,7 @@ from unified.devices import check_device
 from unified.errors import ConfigError, UnknownNameError, require
 from unified.models import resolve_variant, split_overrides
 from unified.models.optioncheck import check_number, coerce_overrides, conforms
+from unified.ops.host_memory import reuse_freed_host_memory
 from unified.ops.precision import set_matmul_precision
 from unified.text.tokenizer import BPE_SPECIALS, bpe_size, is_bpe_name
 from unified.train.config import LEAVES, TrainConfig
@@ -169,9 +170,11 @@ class MachineSettings:
 
 
 def machine_settings(cfg: TrainConfig) -> MachineSettings:
-    """Pick the device (--device auto: cuda when available) and set the matmul precision on it
-    (`unified.ops.precision.set_matmul_precision`; the chosen setting goes to config.json)."""
+    """Pick the device (--device auto: cuda when available), set the matmul precision on it
+    (`unified.ops.precision.set_matmul_precision`; the chosen setting goes to config.json), and
+    keep freed host memory for reuse (`unified.ops.host_memory`)."""
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    reuse_freed_host_memory()
     return MachineSettings(device, set_matmul_precision(cfg.matmul_precision, device).setting)
 
 
