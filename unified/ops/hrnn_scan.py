@@ -129,15 +129,19 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
     new = xn.new_empty
     lows, highs = new(S + 1 if save else 1, B, Hl), new(C + 1 if save else 1, B, Hh)
     lows[0], highs[0] = low0, high0
-    q, gh, rz, nb = new(S, B, 3 * Hl), new(S, B, 3 * Hl), new(S, B, 2 * Hl), new(S, B, Hl)
+    gh, rz, nb = new(S, B, 3 * Hl), new(S, B, 2 * Hl), new(S, B, Hl)
     hp, hpn, p, gih = new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hh), new(C, B, 3 * Hh)
     rzh, nh, hs = new(C, B, 2 * Hh), new(C, B, Hh), new(B, L, Hh)
     norm = _HighNorm(3 * Hl, Hl, Hh, eps)
     g_hp = torch.cat([g_hl, g_hrec])
     pk_high, pk_low, pk_up = PackedWeight(w_high), PackedWeight(u_low), PackedWeight(w_up)
-    keep: dict[str, list] = {name: [] for name in ("lm", "lr", "hm", "hr", "pm", "pr")}
-    lows_s, highs_s, q_s, gh_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, q, gh, rz, nb))
+    keep: dict[str, list] = {name: [] for name in ("q", "lm", "lr", "hm", "hr", "pm", "pr")}
+    lows_s, highs_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, rz, nb))
     hp_s, hpn_s, p_s, gih_s, rzh_s, nh_s = (v.unbind(0) for v in (hp, hpn, p, gih, rzh, nh))
+    # the low step's per-step views, made once (a slice made in the loop costs ~2 us)
+    g_lrec3, gh3_s = g_lrec.view(3, Hl), gh.view(-1, B, 3, Hl).unbind(0)
+    gh_rz_s, gh_n_s = gh[..., :2 * Hl].unbind(0), gh[..., 2 * Hl:].unbind(0)
+    r_s, z_s = rz[..., :Hl].unbind(0), rz[..., Hl:].unbind(0)
     one = 1 if save else 0  # the step index advances only when every step is kept
     k = c = 0
     for t in range(L):
@@ -148,15 +152,18 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
             xh, hm, hr = norm.forward(hp_c)
             hpn_c = torch.mul(xh, g_hp, out=hpn_s[ci])  # [LN(W_h h_h) g_hl, LN(U_h h_h) g_hrec]
             gi_low = x_t + hpn_c[:, :3 * Hl]
-            for _s in range(T):
+            gi_rz, gi_n = gi_low[:, :2 * Hl], gi_low[:, 2 * Hl:]
+            for _s in range(T):  # the GRU update of `_gru_step`, on the views above
                 ki = k * one
-                q_k = pk_low.mm(lows_s[ki], out=q_s[ki])
-                xq, lm, lr = _ln(q_k, Hl, eps)
-                gh_k = torch.mul(xq, g_lrec, out=gh_s[ki])
-                _gru_step(gi_low, gh_k, lows_s[ki], rz_s[ki], nb_s[ki], lows_s[ki + one])
+                q_k = pk_low.mm(lows_s[ki])
+                xq, lm, lr = torch.native_layer_norm(q_k.view(B, 3, Hl), [Hl], None, None, eps)
+                torch.mul(xq, g_lrec3, out=gh3_s[ki])
+                torch.add(gi_rz, gh_rz_s[ki], out=rz_s[ki]).sigmoid_()
+                torch.addcmul(gi_n, r_s[ki], gh_n_s[ki], out=nb_s[ki]).tanh_()
+                torch.lerp(nb_s[ki], lows_s[ki], z_s[ki], out=lows_s[ki + one])
                 if save:
-                    keep["lm"].append(lm)
-                    keep["lr"].append(lr)
+                    for name, v in (("q", q_k), ("lm", lm), ("lr", lr)):
+                        keep[name].append(v)
                 k += 1
             p_c = pk_up.mm(lows_s[k * one], out=p_s[ci])
             xp, pm, pr = _ln(p_c, Hh, eps)
@@ -166,11 +173,14 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
                 for name, v in (("hm", hm), ("hr", hr), ("pm", pm), ("pr", pr)):
                     keep[name].append(v)
             c += 1
-        hs[:, t] = highs_s[c * one]
+        if not save:
+            hs[:, t] = highs_s[0]
+    if save:
+        hs.copy_(highs[N::N].transpose(0, 1))  # the high state after each token's last cycle
     low_last, high_last = lows[-1].clone(), highs[-1].clone()
     saved = {}
     if save:
-        saved = dict(lows=lows, highs=highs, q=q, gh=gh, rz=rz, nb=nb, hp=hp, hpn=hpn, p=p, rzh=rzh, nh=nh,
+        saved = dict(lows=lows, highs=highs, gh=gh, rz=rz, nb=nb, hp=hp, hpn=hpn, p=p, rzh=rzh, nh=nh,
                      **{name: torch.stack(v) for name, v in keep.items()})
     return hs, low_last, high_last, saved
 
@@ -211,7 +221,7 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     k_p = kh_gi * g_hin.view(3, Hh)
     zl, zh = sv["rz"][..., Hl:].unbind(0), sv["rzh"][..., Hh:].unbind(0)
     k_q_s, k_p_c, kh_q_c = k_q.unbind(0), k_p.unbind(0), kh_q.unbind(0)
-    q_s, lm_s, lr_s = sv["q"].unbind(0), sv["lm"].unbind(0), sv["lr"].unbind(0)
+    q3_s, lm_s, lr_s = sv["q"].view(S, B, 3, Hl).unbind(0), sv["lm"].unbind(0), sv["lr"].unbind(0)
     new = lows.new_empty
     dlows, dhighs = new(S + 1, B, Hl), new(C, B, Hh)
     dhpn, dxh = new(C, B, 3 * Hl), new(B, 3 * Hl + 3 * Hh)
@@ -219,7 +229,7 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     dxn = lows.new_zeros(B, L, 3 * Hl)
     dlows[S] = 0.0 if d_low is None else d_low
     dhigh = lows.new_zeros(B, Hh) if d_high is None else d_high
-    dl_s = dlows.unbind(0)
+    dl_s, dl3_s = dlows.unbind(0), dlows[:, :, None].unbind(0)
     # the transposed weights, packed once for the reverse loop's products d @ W
     pk_high, pk_low, pk_up = PackedWeight(w_high.t()), PackedWeight(u_low.t()), PackedWeight(w_up.t())
     for t in reversed(range(L)):
@@ -232,9 +242,10 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
             dp[c] = dp_c = _ln_dx(torch.mul(k_p_c[c], dhigh[:, None]), sv["p"][c], sv["pm"][c], sv["pr"][c], Hh)
             pk_up.addmm(dl_s[end], dp_c, out=dl_s[end])
             for k in range(end - 1, k0 - 1, -1):
-                dl = dl_s[k + 1]
-                dq[k] = dq_k = _ln_dx(torch.mul(k_q_s[k], dl[:, None]), q_s[k], lm_s[k], lr_s[k], Hl)
-                pk_low.addmm(dl * zl[k], dq_k, out=dl_s[k])
+                dxq = torch.mul(k_q_s[k], dl3_s[k + 1])  # d x_hat(q), (B, 3, Hl)
+                dq[k] = dq_k = _LN_BACKWARD(dxq, q3_s[k], [Hl], lm_s[k], lr_s[k], None, None,
+                                            [True, False, False])[0].view(B, 3 * Hl)
+                pk_low.addmm(torch.mul(dl_s[k + 1], zl[k]), dq_k, out=dl_s[k])
             dgi_low = torch.sum(k_gi[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
             dgi_low = dgi_low.view(B, 3 * Hl)
             dxn[:, t] += dgi_low
