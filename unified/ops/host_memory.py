@@ -5,9 +5,9 @@ of a recurrence, their gradients). glibc's malloc serves each block above its mm
 (128 KiB, rising to at most 32 MiB) with fresh pages from the kernel and returns them on
 free, so every step pays a page fault and a kernel zeroing for each 4 KiB it writes. With mmap
 disabled for allocations and a 1 GiB trim threshold, freed blocks stay in malloc's heap and are
-reused, which PyTorch's CPU performance guide gets by preloading jemalloc or tcmalloc. Measured
-on the 2-core CPU of bench/RESULTS.md (training step, batch 8 x 256, fp32): hrnn nano
-2.2-2.6 s -> 1.2-1.6 s, hrnn micro ~0.6 -> ~0.45 s, baseline micro ~0.25 -> ~0.21 s.
+reused, which PyTorch's CPU performance guide gets by preloading jemalloc or tcmalloc. The
+sequential variants, whose backward keeps every step's activations, gain most: bench/RESULTS.md
+(`bench/recurrent_speed.py --host_memory system` against the default `reuse`).
 
 The cost: memory a process freed is not given back to the system while it runs (its resident
 size stays at its peak), which suits one long training or evaluation per process. glibc only

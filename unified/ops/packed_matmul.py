@@ -3,17 +3,18 @@ oneDNN's blocked layout, then each product x @ w.T reads it as it is.
 
 A recurrence over time (`hrnn_scan`, `tanh_scan`) multiplies the same weight by a (batch, in)
 state at every step, thousands of times per sequence. torch.mm re-packs the weight on every
-call, and for so few rows the packing, not the arithmetic, is most of the cost: on the 2-core
-AVX-512 CPU of bench/RESULTS.md, a (8, 256) @ (256, 768) product took 46-66 us through torch.mm
-(MKL under "highest", oneDNN under "medium") and 30-35 us with the weight packed once; at
-(8, 512) @ (512, 1536) 119-157 us against 54-67 us. The reorder costs about one product.
+call, and for so few rows the packing, not the arithmetic, is much of the cost: on the 2-core
+AVX-512 CPU of bench/RESULTS.md (`bench/packed_matmul.py`), an (8, 256) @ (256, 768) product
+took 31-37 us through torch.mm and 22 us with the weight packed once, (8, 512) @ (512, 3072)
+146-299 us against 78 us. The reorder costs about one product.
 
 `PackedWeight(w)` uses the packed product when it can (float32 on a CPU with oneDNN enabled,
 weights of at least `MIN_PACKED_NUMEL` entries, x with more than one row): below those sizes
 the packed call's fixed ~20 us overhead loses to torch.mm. Otherwise (float64, CUDA, no
 oneDNN) it is torch.mm. The values are float32 products either way (tests/test_packed_matmul.py
-compares both with float64); the packed product follows torch's float32 matmul precision setting
-as torch.mm does (`unified.ops.precision`). It is for use outside autograd (inside a Function's
+compares both with float64). It is oneDNN's float32 product, which under torch's "medium"
+setting may compute in bf16 on CPUs with AMX, as torch.mm does there (`unified.ops.precision`:
+`auto` does not pick "medium" on such CPUs). It is for use outside autograd (inside a Function's
 forward or backward): the packed weight carries no gradient.
 """
 from __future__ import annotations
