@@ -11,8 +11,9 @@ name `bench/measure.py`'s loop share patches too) and timed in alternating round
 process, so both see the same machine load. A step is `bench/run.py`'s training step (fp32
 forward, backward, clip, AdamW) at batch x seq_len; per round the median of `--steps` steps
 after one warm-up; reported: the median over rounds of each implementation's tokens/s, the
-median of the per-round ratios, the loop share of each (1 - step time with the loop replaced by
-an elementwise stand-in / its median step time) and the 1-minute load average at the start of each round.
+median of the per-round ratios, the loop share of each (1 - median step time with the loop
+replaced by an elementwise stand-in, timed every round too / its median step time) and the
+1-minute load average at the start of each round.
 Timings on shared CPUs are noisy; the ratio is the figure to read.
 """
 from __future__ import annotations
@@ -42,15 +43,16 @@ def _time(row: str, model, args: argparse.Namespace) -> float:
 
 
 def bench(row: str, size: str, args: argparse.Namespace) -> dict:
-    """Alternating rounds of fused vs reference on one model, then one timing of the step with the
-    loop replaced by `bench/measure.py`'s stand-in, which gives both loop shares."""
+    """Alternating rounds of fused vs reference on one model, each round also timing the step with
+    the loop replaced by `bench/measure.py`'s stand-in (its median gives both loop shares)."""
     mod_name, fn_name = measure.SEQUENTIAL_LOOPS[row]
     mod = importlib.import_module(mod_name)
     fused, reference = getattr(mod, fn_name), REFERENCES[row]
     torch.manual_seed(0)
     model = measure.build(row, size, args.seq_len)
-    times: dict[str, list[float]] = {"fused": [], "reference": []}
+    times: dict[str, list[float]] = {"fused": [], "reference": [], "stand-in": []}
     loads, ratios, shares = [], [], {}
+    big = 1e6  # loop_share returns 1 - t_standin / big: recover t_standin, the step without the loop
     try:
         for r in range(args.rounds):
             loads.append(os.getloadavg()[0])
@@ -58,11 +60,13 @@ def bench(row: str, size: str, args: argparse.Namespace) -> dict:
             for impl in order:
                 setattr(mod, fn_name, fused if impl == "fused" else reference)
                 times[impl].append(_time(row, model, args))
+            setattr(mod, fn_name, fused)
+            loop = measure.loop_share(row, model, args.batch, args.seq_len, "fp32", args.steps, big)
+            times["stand-in"].append((1.0 - loop) * big)
             ratios.append(times["reference"][-1] / times["fused"][-1])
             print(f"{row} {size} round {r}: reference {times['reference'][-1]:.3f} s, fused {times['fused'][-1]:.3f} s, "
-                  f"load {loads[-1]:.2f}", file=sys.stderr, flush=True)
-        big = 1e6  # loop_share returns 1 - t_standin / big: recover t_standin, the step without the loop
-        t_standin = (1.0 - measure.loop_share(row, model, args.batch, args.seq_len, "fp32", args.steps, big)) * big
+                  f"stand-in {times['stand-in'][-1]:.3f} s, load {loads[-1]:.2f}", file=sys.stderr, flush=True)
+        t_standin = statistics.median(times["stand-in"])
         for impl in ("reference", "fused"):
             shares[impl] = max(0.0, 1.0 - t_standin / statistics.median(times[impl]))
     finally:
