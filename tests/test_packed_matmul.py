@@ -90,3 +90,17 @@ def test_host_memory_policy() -> None:
         assert host_memory_policy("system").startswith("system")
     with pytest.raises(ValueError, match="reuse or system"):
         host_memory_policy("jemalloc")
+
+
+def test_train_and_eval_hub_keep_freed_host_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.py's machine settings and eval_hub.py both set the reuse policy."""
+    import eval_hub
+    import unified.train.resolve as resolve_mod
+    from unified.train.config import TrainConfig
+
+    calls: list[str] = []
+    monkeypatch.setattr(resolve_mod, "reuse_freed_host_memory", lambda: calls.append("train") or "reuse")
+    resolve_mod.machine_settings(TrainConfig.from_flat(device="cpu", matmul_precision="highest"))
+    assert calls == ["train"]
+    source = open(eval_hub.__file__).read()
+    assert "reuse_freed_host_memory()" in source.split("def main", 1)[1]
