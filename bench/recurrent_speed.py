@@ -90,7 +90,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--host_memory", choices=("reuse", "system"), default="reuse",
                    help="freed host memory kept for reuse (what train.py sets, unified/ops/host_memory.py) or "
-                        "glibc's defaults (before that setting)")
+                        "glibc's default values set explicitly (mmap above 128 KiB; its dynamic threshold off)")
     args = p.parse_args()
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in REFERENCES]

@@ -20,7 +20,7 @@ import ctypes.util
 import functools
 
 # mallopt parameters (glibc malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 TRIM_THRESHOLD_BYTES = 1 << 30
 
 
@@ -40,8 +40,10 @@ def _libc() -> ctypes.CDLL | None:
 def host_memory_policy(mode: str) -> str:
     """Set how freed host memory is treated for the rest of the process and return what is in
     effect: "reuse" (keep freed blocks for reuse, as the module docstring says), "system"
-    (glibc's defaults: mmap for large blocks, 128 KiB trim threshold), or "system (not glibc)"
-    where the malloc is not glibc's and nothing was changed."""
+    (glibc's default values set explicitly: mmap for blocks above 128 KiB, 128 KiB trim
+    threshold; setting them also turns off glibc's dynamic raising of the mmap threshold, so
+    this is not quite an untouched process), or "system (not glibc)" where the malloc is not
+    glibc's and nothing was changed."""
     if mode not in ("reuse", "system"):
         raise ValueError(f"host memory mode must be reuse or system, got {mode!r}")
     libc = _libc()
@@ -49,6 +51,8 @@ def host_memory_policy(mode: str) -> str:
         return "system (not glibc)"
     mmap_max, trim = (0, TRIM_THRESHOLD_BYTES) if mode == "reuse" else (65536, 128 * 1024)
     ok = libc.mallopt(_M_MMAP_MAX, mmap_max) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, trim) == 1
+    if mode == "system":
+        ok = ok and libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024) == 1
     return mode if ok else "system (mallopt refused)"
 
 
