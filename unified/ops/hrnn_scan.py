@@ -19,7 +19,9 @@ covers the whole sequence:
   gains), the fused layer-norm backward kernel, and one addmm (dh_prev = dh z + d q U); the
   input-side gradient of a cycle is one reduction over its T steps;
 - weight and gain gradients are summed over all steps at the end: one (3H, steps * B) @
-  (steps * B, H) product per weight, one batched reduction per gain.
+  (steps * B, H) product per weight, one batched reduction per gain;
+- every per-step product, forward and backward, multiplies a weight packed once per call
+  (`unified.ops.packed_matmul`: torch.mm would re-pack it at each of the thousands of steps).
 (`group_norm` with 3 groups computes the same norms, but its CPU kernels for (B, 3H) inputs took
 2-5x longer than `native_layer_norm` and its backward.) Values equal the reference loop's to
 rounding, and so do the gradients (float64 gradcheck in tests/test_hrnn_scan.py). Without
