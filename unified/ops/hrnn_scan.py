@@ -138,12 +138,8 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
     g_hp = torch.cat([g_hl, g_hrec])
     pk_high, pk_low, pk_up = PackedWeight(w_high), PackedWeight(u_low), PackedWeight(w_up)
     keep: dict[str, list] = {name: [] for name in ("q", "lm", "lr", "hm", "hr", "pm", "pr")}
-    lows_s, highs_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, rz, nb))
+    lows_s, highs_s, gh_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, gh, rz, nb))
     hp_s, hpn_s, p_s, gih_s, rzh_s, nh_s = (v.unbind(0) for v in (hp, hpn, p, gih, rzh, nh))
-    # the low step's per-step views, made once (a slice made in the loop costs ~2 us)
-    g_lrec3, gh3_s = g_lrec.view(3, Hl), gh.view(-1, B, 3, Hl).unbind(0)
-    gh_rz_s, gh_n_s = gh[..., :2 * Hl].unbind(0), gh[..., 2 * Hl:].unbind(0)
-    r_s, z_s = rz[..., :Hl].unbind(0), rz[..., Hl:].unbind(0)
     one = 1 if save else 0  # the step index advances only when every step is kept
     k = c = 0
     for t in range(L):
@@ -154,15 +150,12 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
             xh, hm, hr = norm.forward(hp_c)
             hpn_c = torch.mul(xh, g_hp, out=hpn_s[ci])  # [LN(W_h h_h) g_hl, LN(U_h h_h) g_hrec]
             gi_low = x_t + hpn_c[:, :3 * Hl]
-            gi_rz, gi_n = gi_low[:, :2 * Hl], gi_low[:, 2 * Hl:]
-            for _s in range(T):  # the GRU update of `_gru_step`, on the views above
+            for _s in range(T):
                 ki = k * one
-                q_k = pk_low.mm(lows_s[ki])
-                xq, lm, lr = torch.native_layer_norm(q_k.view(B, 3, Hl), [Hl], None, None, eps)
-                torch.mul(xq, g_lrec3, out=gh3_s[ki])
-                torch.add(gi_rz, gh_rz_s[ki], out=rz_s[ki]).sigmoid_()
-                torch.addcmul(gi_n, r_s[ki], gh_n_s[ki], out=nb_s[ki]).tanh_()
-                torch.lerp(nb_s[ki], lows_s[ki], z_s[ki], out=lows_s[ki + one])
+                q_k = pk_low.mm(lows_s[ki])  # kept per step for backward (no copy into a buffer)
+                xq, lm, lr = _ln(q_k, Hl, eps)
+                gh_k = torch.mul(xq, g_lrec, out=gh_s[ki])
+                _gru_step(gi_low, gh_k, lows_s[ki], rz_s[ki], nb_s[ki], lows_s[ki + one])
                 if save:
                     for name, v in (("q", q_k), ("lm", lm), ("lr", lr)):
                         keep[name].append(v)
@@ -223,7 +216,7 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     k_p = kh_gi * g_hin.view(3, Hh)
     zl, zh = sv["rz"][..., Hl:].unbind(0), sv["rzh"][..., Hh:].unbind(0)
     k_q_s, k_p_c, kh_q_c = k_q.unbind(0), k_p.unbind(0), kh_q.unbind(0)
-    q3_s, lm_s, lr_s = sv["q"].view(S, B, 3, Hl).unbind(0), sv["lm"].unbind(0), sv["lr"].unbind(0)
+    q_s, lm_s, lr_s = sv["q"].unbind(0), sv["lm"].unbind(0), sv["lr"].unbind(0)
     new = lows.new_empty
     dlows, dhighs = new(S + 1, B, Hl), new(C, B, Hh)
     dhpn, dxh = new(C, B, 3 * Hl), new(B, 3 * Hl + 3 * Hh)
@@ -244,9 +237,7 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
             dp[c] = dp_c = _ln_dx(torch.mul(k_p_c[c], dhigh[:, None]), sv["p"][c], sv["pm"][c], sv["pr"][c], Hh)
             pk_up.addmm(dl_s[end], dp_c, out=dl_s[end])
             for k in range(end - 1, k0 - 1, -1):
-                dxq = torch.mul(k_q_s[k], dl3_s[k + 1])  # d x_hat(q), (B, 3, Hl)
-                dq[k] = dq_k = _LN_BACKWARD(dxq, q3_s[k], [Hl], lm_s[k], lr_s[k], None, None,
-                                            [True, False, False])[0].view(B, 3 * Hl)
+                dq[k] = dq_k = _ln_dx(torch.mul(k_q_s[k], dl3_s[k + 1]), q_s[k], lm_s[k], lr_s[k], Hl)
                 pk_low.addmm(torch.mul(dl_s[k + 1], zl[k]), dq_k, out=dl_s[k])
             dgi_low = torch.sum(k_gi[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
             dgi_low = dgi_low.view(B, 3 * Hl)

@@ -39,7 +39,6 @@ class PackedWeight:
     """A weight w (out, in) prepared for repeated products x @ w.T with x (rows, in)."""
 
     def __init__(self, w: torch.Tensor):
-        self.w = w
         self.wt = w.t()
         self.packed: Optional[torch.Tensor] = None
         if (w.device.type == "cpu" and w.dtype == torch.float32 and w.dim() == 2
