@@ -33,8 +33,9 @@ costs one matmul (U_l h_l); after a high update one fused matmul gives both the 
 input term W_h h_h and the high cell's recurrent term U_h h_h. Per token that is N (T + 2)
 dependent matmuls for N (T + 1) cell applications. The scan (`unified.ops.hrnn_scan`) is one
 autograd Function with a hand-written backward through time (gate coefficients for all steps
-in batched ops, one fused group-norm backward and one addmm per step in the reverse loop, the
-weight gradients as one product over all steps); `unified.ops.hrnn_scan_naive` is the plain
+in batched ops, one fused layer-norm backward and one product per step in the reverse loop,
+every per-step product with its weight packed once, the weight gradients as one product over
+all steps); `unified.ops.hrnn_scan_naive` is the plain
 autograd loop it is tested against. Measured on CPU (micro, batch 8), `torch.jit.script` of the
 plain loop was no faster at first and ~10x slower once its profiling executor re-optimised, and
 `torch.compile` of the per-token step recompiled and ran ~10x slower; both were dropped.

@@ -8,6 +8,8 @@ it (`<op>_naive.py`) that the tests compare against (the layout of flash-linear-
                     (and the fused RNN kernel used on CUDA)
     hrnn_scan.py    hrnn's two-level LayerNorm-GRU, backward through time by hand hrnn_scan_naive.py
     precision.py    float32 matmul path and the dtype scans run in
+    packed_matmul.py  a weight packed once for a scan's many small per-step products
+    host_memory.py  freed host memory kept for reuse (set by train.py and eval_hub.py)
 
 This is the lowest layer of the package: nothing here imports `unified.models` or above.
 """

@@ -13,7 +13,7 @@ is read or any model built.
    `claim_output_dir` (the run folder and its lock: a default one gets the first suffix that holds
    no run and is not being set up by another train.py; never an existing run without --resume), `--resume`'s reconciliation with the stored run
    (`unified.train.resume`, which returns a new config, resolved again), `machine_settings` (the
-   torch device and the float32 matmul precision measured on it), and last the language data
+   torch device, the float32 matmul precision measured on it, freed host memory kept for reuse), and last the language data
    (`--lang_dataset auto` picks its concrete source when the data is loaded).
 The Trainer keeps the resolved config and never assigns to it (TrainConfig and its own sections are
 frozen; the reused TaskCurriculumConfig is copied before the curriculum keeps it).
