@@ -40,10 +40,12 @@ def test_hrnn_scan_gradcheck_float64(Hl: int, Hh: int) -> None:
 
 @pytest.mark.parametrize("Hl,Hh,T,N,tbptt,pos", [(4, 4, 2, 2, 0, 0), (3, 5, 1, 3, 0, 0), (4, 4, 2, 2, 2, 1),
                                                  (4, 4, 3, 1, 3, 0)])
-def test_hrnn_scan_equals_reference_values_and_gradients(Hl: int, Hh: int, T: int, N: int, tbptt: int,
-                                                         pos: int) -> None:
+@pytest.mark.parametrize("loops", ["auto", "0"])  # the compiled per-step loops where they build / the Python ones
+def test_hrnn_scan_equals_reference_values_and_gradients(monkeypatch, loops: str, Hl: int, Hh: int, T: int, N: int,
+                                                         tbptt: int, pos: int) -> None:
     """Same values and gradients as autograd through the reference loop; with tbptt the
     reference detaches its states, the fused scan zeroes the carried gradients."""
+    monkeypatch.setenv("UNIFIED_COMPILED_LOOPS", loops)
     inputs = _hrnn_inputs(Hl, Hh, L=7)
     got, got_grads = _vjp(lambda *x: hierarchical_scan(*x, T, N, tbptt, pos, 1e-5), inputs)
     want, want_grads = _vjp(lambda *x: hierarchical_scan_naive(*x, T, N, tbptt, pos, 1e-5), inputs)
@@ -108,6 +110,43 @@ def test_models_train_through_the_fused_scans(variant: str, opts: dict) -> None:
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("variant", ["hrnn", "reservoir"])
+@pytest.mark.parametrize("loops", ["auto", "0"])  # (dynamo cannot trace into the compiled loops anyway)
+def test_sequential_models_under_torch_compile_run_their_scans_eagerly(monkeypatch, loops: str, variant: str) -> None:
+    """train.py --compile: the scans are excluded from dynamo (a loop over every step, which it
+    would unroll: an hrnn pico run did not finish its first step in 10 minutes), so the compiled
+    model trains through the same fused Function and gives the eager model's loss and gradients."""
+    monkeypatch.setenv("UNIFIED_COMPILED_LOOPS", loops)
+    torch.manual_seed(0)
+    model = tiny_model(variant).train()
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 13), generator=torch.Generator().manual_seed(0))
+    results = []
+    for m in (model, torch.compile(model, backend="eager")):
+        model.zero_grad(set_to_none=True)
+        out = m(ids[:, :-1], targets=ids[:, 1:])
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, grads), (c_loss, c_grads) = results
+    torch.testing.assert_close(c_loss, loss, rtol=1e-6, atol=1e-7)
+    assert grads.keys() == c_grads.keys() and grads
+    for n in grads:
+        torch.testing.assert_close(c_grads[n], grads[n], rtol=1e-5, atol=1e-7, msg=n)
+    # the graphs dynamo captures do not grow with the sequence: the loop is not unrolled into them
+    sizes = []
+    for length in (4, 12):
+        torch._dynamo.reset()
+        nodes: list[int] = []
+
+        def count(gm, example_inputs):
+            nodes.append(len(gm.graph.nodes))
+            return gm.forward
+
+        torch.compile(model, backend=count)(ids[:, :length], targets=ids[:, 1:length + 1])
+        sizes.append(sum(nodes))
+    torch._dynamo.reset()
+    assert sizes[0] == sizes[1] > 0, sizes
 
 
 def _reaches_fused(fn, seen: set | None = None) -> bool:

@@ -35,8 +35,8 @@ dependent matmuls for N (T + 1) cell applications. The scan (`unified.ops.hrnn_s
 autograd Function with a hand-written backward through time (gate coefficients for all steps
 in batched ops, one fused layer-norm backward and one product per step in the reverse loop,
 every per-step product with its weight packed once, the weight gradients as one product over
-all steps); `unified.ops.hrnn_scan_naive` is the plain
-autograd loop it is tested against. Measured on CPU (micro, batch 8), `torch.jit.script` of the
+all steps, and both loops over steps compiled into a C++ extension on CPU, `unified.ops.compiled`);
+`unified.ops.hrnn_scan_naive` is the plain autograd loop it is tested against. Measured on CPU (micro, batch 8), `torch.jit.script` of the
 plain loop was no faster at first and ~10x slower once its profiling executor re-optimised, and
 `torch.compile` of the per-token step recompiled and ran ~10x slower; both were dropped.
 Precision: the scan runs in float32 with autocast disabled (`float32_scan`; a bf16 rounding at

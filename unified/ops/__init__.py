@@ -9,6 +9,7 @@ it (`<op>_naive.py`) that the tests compare against (the layout of flash-linear-
     hrnn_scan.py    hrnn's two-level LayerNorm-GRU, backward through time by hand hrnn_scan_naive.py
     precision.py    float32 matmul path and the dtype scans run in
     packed_matmul.py  a weight packed once for a scan's many small per-step products
+    compiled.py     per-step loops compiled once into a C++ extension (csrc/), Python loops as fallback
     host_memory.py  freed host memory kept for reuse (set by train.py and eval_hub.py)
 
 This is the lowest layer of the package: nothing here imports `unified.models` or above.

@@ -21,7 +21,11 @@ covers the whole sequence:
 - weight and gain gradients are summed over all steps at the end: one (3H, steps * B) @
   (steps * B, H) product per weight, one batched reduction per gain;
 - every per-step product, forward and backward, multiplies a weight packed once per call
-  (`unified.ops.packed_matmul`: torch.mm would re-pack it at each of the thousands of steps).
+  (`unified.ops.packed_matmul`: torch.mm would re-pack it at each of the thousands of steps);
+- the two loops over steps (`_forward_loop`, `_backward_loop`) run compiled on CPU
+  (csrc/hrnn_loops.cpp through `unified.ops.compiled`: the same ATen calls in the same order,
+  so the same values bit for bit, without the interpreter between the ~10 calls of a cell step);
+  the Python loops here run where the extension does not build, and on other devices.
 (`group_norm` with 3 groups computes the same norms, but its CPU kernels for (B, 3H) inputs took
 2-5x longer than `native_layer_norm` and its backward.) Values equal the reference loop's to
 rounding, and so do the gradients (float64 gradcheck in tests/test_hrnn_scan.py). Without
@@ -34,6 +38,7 @@ from typing import Any
 
 import torch
 
+from unified.ops.compiled import compiled_ops
 from unified.ops.packed_matmul import PackedWeight
 from unified.ops.precision import float32_scan
 
@@ -134,9 +139,42 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
     gh, rz, nb = new(S, B, 3 * Hl), new(S, B, 2 * Hl), new(S, B, Hl)
     hp, hpn, p, gih = new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hl + 3 * Hh), new(C, B, 3 * Hh), new(C, B, 3 * Hh)
     rzh, nh, hs = new(C, B, 2 * Hh), new(C, B, Hh), new(B, L, Hh)
+    bufs = (lows, highs, gh, rz, nb, hp, hpn, p, gih, rzh, nh, hs)
+    gains = (torch.cat([g_hl, g_hrec]), g_lrec, g_hin, b_hin)
+    packed = tuple(PackedWeight(w) for w in (w_high, u_low, w_up))
+    ops = _compiled(xn)
+    if ops is not None:
+        kept = ops.forward_loop(xn, *bufs, *gains, *_weight_args(packed), T, N, eps, save)
+    else:
+        kept = _forward_loop(xn, *bufs, *gains, *packed, T, N, eps, save)
+    if save:
+        hs.copy_(highs[N::N].transpose(0, 1))  # the high state after each token's last cycle
+    low_last, high_last = lows[-1].clone(), highs[-1].clone()
+    saved = {}
+    if save:
+        saved = dict(lows=lows, highs=highs, gh=gh, rz=rz, nb=nb, hp=hp, hpn=hpn, p=p, rzh=rzh, nh=nh,
+                     **dict(zip(("q", "lm", "lr", "hm", "hr", "pm", "pr"), kept)))
+    return hs, low_last, high_last, saved
+
+
+def _compiled(x: torch.Tensor) -> Any:
+    """The compiled loops (`unified.ops.compiled`, csrc/hrnn_loops.cpp) for CPU tensors, else None."""
+    return compiled_ops("unified_hrnn") if x.device.type == "cpu" else None
+
+
+def _weight_args(packed: tuple[PackedWeight, ...]) -> list:
+    """The compiled loops' form of packed weights: (w.T, packed or None) per weight."""
+    return [v for pk in packed for v in (pk.wt, pk.packed)]
+
+
+def _forward_loop(xn, lows, highs, gh, rz, nb, hp, hpn, p, gih, rzh, nh, hs, g_hp, g_lrec, g_hin, b_hin,
+                  pk_high: PackedWeight, pk_low: PackedWeight, pk_up: PackedWeight, T: int, N: int, eps: float,
+                  save: bool) -> list[torch.Tensor]:
+    """`_forward`'s loop over steps, filling its buffers (csrc/hrnn_loops.cpp's forward_loop is
+    the same loop, compiled). With `save`, returns the per-step q, lm, lr and per-cycle hm, hr,
+    pm, pr stacked; else [] (buffers hold one step; hs gets each token's high state)."""
+    L, Hl, Hh = xn.shape[1], lows.shape[2], highs.shape[2]
     norm = _HighNorm(3 * Hl, Hl, Hh, eps)
-    g_hp = torch.cat([g_hl, g_hrec])
-    pk_high, pk_low, pk_up = PackedWeight(w_high), PackedWeight(u_low), PackedWeight(w_up)
     keep: dict[str, list] = {name: [] for name in ("q", "lm", "lr", "hm", "hr", "pm", "pr")}
     lows_s, highs_s, gh_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, gh, rz, nb))
     hp_s, hpn_s, p_s, gih_s, rzh_s, nh_s = (v.unbind(0) for v in (hp, hpn, p, gih, rzh, nh))
@@ -170,14 +208,7 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
             c += 1
         if not save:
             hs[:, t] = highs_s[0]
-    if save:
-        hs.copy_(highs[N::N].transpose(0, 1))  # the high state after each token's last cycle
-    low_last, high_last = lows[-1].clone(), highs[-1].clone()
-    saved = {}
-    if save:
-        saved = dict(lows=lows, highs=highs, gh=gh, rz=rz, nb=nb, hp=hp, hpn=hpn, p=p, rzh=rzh, nh=nh,
-                     **{name: torch.stack(v) for name, v in keep.items()})
-    return hs, low_last, high_last, saved
+    return [torch.stack(v) for v in keep.values()] if save else []
 
 
 class _HierarchicalScan(torch.autograd.Function):
@@ -214,45 +245,25 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
     k_gi, k_q = _gru_coefficients(sv["rz"], sv["nb"], lows[:-1], sv["gh"][..., 2 * Hl:], g_lrec)
     kh_gi, kh_q = _gru_coefficients(sv["rzh"], sv["nh"], highs[:-1], sv["hpn"][..., 3 * Hl + 2 * Hh:], g_hrec)
     k_p = kh_gi * g_hin.view(3, Hh)
-    zl, zh = sv["rz"][..., Hl:].unbind(0), sv["rzh"][..., Hh:].unbind(0)
-    k_q_s, k_p_c, kh_q_c = k_q.unbind(0), k_p.unbind(0), kh_q.unbind(0)
-    q_s, lm_s, lr_s = sv["q"].unbind(0), sv["lm"].unbind(0), sv["lr"].unbind(0)
     new = lows.new_empty
     dlows, dhighs = new(S + 1, B, Hl), new(C, B, Hh)
     dhpn, dxh = new(C, B, 3 * Hl), new(B, 3 * Hl + 3 * Hh)
-    dq, dp, dhp = [None] * S, [None] * C, [None] * C
     dxn = lows.new_zeros(B, L, 3 * Hl)
     dlows[S] = 0.0 if d_low is None else d_low
     dhigh = lows.new_zeros(B, Hh) if d_high is None else d_high
-    dl_s, dl3_s = dlows.unbind(0), dlows[:, :, None].unbind(0)
     # the transposed weights, packed once for the reverse loop's products d @ W
-    pk_high, pk_low, pk_up = PackedWeight(w_high.t()), PackedWeight(u_low.t()), PackedWeight(w_up.t())
-    for t in reversed(range(L)):
-        if d_hs is not None:
-            dhigh = dhigh + d_hs[:, t]
-        for n in reversed(range(N)):
-            c = t * N + n
-            k0, end = c * T, (c + 1) * T
-            dhighs[c] = dhigh
-            dp[c] = dp_c = _ln_dx(torch.mul(k_p_c[c], dhigh[:, None]), sv["p"][c], sv["pm"][c], sv["pr"][c], Hh)
-            pk_up.addmm(dl_s[end], dp_c, out=dl_s[end])
-            for k in range(end - 1, k0 - 1, -1):
-                dq[k] = dq_k = _ln_dx(torch.mul(k_q_s[k], dl3_s[k + 1]), q_s[k], lm_s[k], lr_s[k], Hl)
-                pk_low.addmm(torch.mul(dl_s[k + 1], zl[k]), dq_k, out=dl_s[k])
-            dgi_low = torch.sum(k_gi[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
-            dgi_low = dgi_low.view(B, 3 * Hl)
-            dxn[:, t] += dgi_low
-            torch.mul(dgi_low, g_hl, out=dxh[:, :3 * Hl])
-            torch.mul(kh_q_c[c], dhigh[:, None], out=dxh[:, 3 * Hl:].view(B, 3, Hh))
-            dhp[c] = dhp_c = norm.dx(dxh, sv["hp"][c], sv["hm"][c], sv["hr"][c])
-            dhigh = pk_high.addmm(dhigh * zh[c], dhp_c)
-        if tbptt > 0 and (pos + t) % tbptt == 0 and pos + t > 0:
-            dl_s[t * N * T].zero_()
-            dhigh = torch.zeros_like(dhigh)
+    packed = tuple(PackedWeight(w.t()) for w in (w_high, u_low, w_up))
+    args = (d_hs, dlows, dhighs, dhpn, dxh, dxn, dhigh, k_gi, k_q, k_p, kh_q, sv["rz"][..., Hl:], sv["rzh"][..., Hh:],
+            sv["q"], sv["lm"], sv["lr"], sv["p"], sv["pm"], sv["pr"], sv["hp"], sv["hm"], sv["hr"], g_hl)
+    ops = _compiled(lows)
+    if ops is not None:
+        dq, dp, dhp, dhigh = ops.backward_loop(*args, *_weight_args(packed), T, N, tbptt, pos, eps)
+    else:
+        dq, dp, dhp, dhigh = _backward_loop(*args, *packed, T, N, tbptt, pos, eps)
     flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731
-    d_w_high = flat(torch.stack(dhp)).t() @ flat(highs[:-1]) if needs[3] else None
-    d_u_low = flat(torch.stack(dq)).t() @ flat(lows[:-1]) if needs[4] else None
-    d_w_up = flat(torch.stack(dp)).t() @ flat(lows[T::T]) if needs[5] else None
+    d_w_high = flat(dhp).t() @ flat(highs[:-1]) if needs[3] else None
+    d_u_low = flat(dq).t() @ flat(lows[:-1]) if needs[4] else None
+    d_w_up = flat(dp).t() @ flat(lows[T::T]) if needs[5] else None
     d_g_hl = d_g_hrec = d_g_lrec = d_g_hin = d_b_hin = None
     # d gain = sum over steps of (d normalised output) x_hat; the recurrent side's output
     # gradient is dh' [c_r, c_z, c_n r]
@@ -275,6 +286,47 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
             d_w_high, d_u_low, d_w_up, d_g_hl, d_g_lrec, d_g_hin, d_b_hin, d_g_hrec)
 
 
+def _backward_loop(d_hs, dlows, dhighs, dhpn, dxh, dxn, dhigh, k_gi, k_q, k_p, kh_q, zl, zh, q, lm, lr, p, pm, pr,
+                   hp, hm, hr, g_hl, pk_high: PackedWeight, pk_low: PackedWeight, pk_up: PackedWeight, T: int, N: int,
+                   tbptt: int, pos: int, eps: float) -> list[torch.Tensor]:
+    """`_backward`'s reverse loop over steps (csrc/hrnn_loops.cpp's backward_loop is the same
+    loop, compiled): fills dlows (dlows[S] set by the caller), dhighs, dhpn and dxn (zeros on
+    entry); returns [dq, dp, dhp] stacked over steps and the gradient reaching the initial high
+    state. pk_* hold the transposed weights (products d @ W)."""
+    S, B, Hl = dlows.shape[0] - 1, dlows.shape[1], dlows.shape[2]
+    C, Hh = dhighs.shape[0], dhighs.shape[2]
+    L = C // N
+    norm = _HighNorm(3 * Hl, Hl, Hh, eps)
+    zl, zh, k_q_s, k_p_c, kh_q_c = (v.unbind(0) for v in (zl, zh, k_q, k_p, kh_q))
+    q_s, lm_s, lr_s = q.unbind(0), lm.unbind(0), lr.unbind(0)
+    dq, dp, dhp = [None] * S, [None] * C, [None] * C
+    dl_s, dl3_s = dlows.unbind(0), dlows[:, :, None].unbind(0)
+    for t in reversed(range(L)):
+        if d_hs is not None:
+            dhigh = dhigh + d_hs[:, t]
+        for n in reversed(range(N)):
+            c = t * N + n
+            k0, end = c * T, (c + 1) * T
+            dhighs[c] = dhigh
+            dp[c] = dp_c = _ln_dx(torch.mul(k_p_c[c], dhigh[:, None]), p[c], pm[c], pr[c], Hh)
+            pk_up.addmm(dl_s[end], dp_c, out=dl_s[end])
+            for k in range(end - 1, k0 - 1, -1):
+                dq[k] = dq_k = _ln_dx(torch.mul(k_q_s[k], dl3_s[k + 1]), q_s[k], lm_s[k], lr_s[k], Hl)
+                pk_low.addmm(torch.mul(dl_s[k + 1], zl[k]), dq_k, out=dl_s[k])
+            dgi_low = torch.sum(k_gi[k0:end] * dlows[k0 + 1:end + 1, :, None], dim=0, out=dhpn[c].view(B, 3, Hl))
+            dgi_low = dgi_low.view(B, 3 * Hl)
+            dxn[:, t] += dgi_low
+            torch.mul(dgi_low, g_hl, out=dxh[:, :3 * Hl])
+            torch.mul(kh_q_c[c], dhigh[:, None], out=dxh[:, 3 * Hl:].view(B, 3, Hh))
+            dhp[c] = dhp_c = norm.dx(dxh, hp[c], hm[c], hr[c])
+            dhigh = pk_high.addmm(dhigh * zh[c], dhp_c)
+        if tbptt > 0 and (pos + t) % tbptt == 0 and pos + t > 0:
+            dl_s[t * N * T].zero_()
+            dhigh = torch.zeros_like(dhigh)
+    return [torch.stack(dq), torch.stack(dp), torch.stack(dhp), dhigh]
+
+
+@torch.compiler.disable  # a loop of thousands of steps: dynamo would unroll it (train.py --compile never finished)
 def hierarchical_scan(xn: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
                       w_high: torch.Tensor, u_low: torch.Tensor, w_up: torch.Tensor,
                       g_hl: torch.Tensor, g_lrec: torch.Tensor, g_hin: torch.Tensor, b_hin: torch.Tensor,

@@ -71,6 +71,7 @@ class _TanhScan(torch.autograd.Function):
         return dpre.transpose(0, 1), g, d_w, None
 
 
+@torch.compiler.disable  # a loop over time: dynamo would unroll it
 def tanh_scan(pre: torch.Tensor, h: torch.Tensor, w: torch.Tensor, leak: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Leaky echo-state recurrence h_t = lerp(h_{t-1}, tanh(pre_t + W h_{t-1}), leak) over time.
     pre: (B, T, n) input drive (precomputed for the whole sequence), h: (B, n), w: (n, n) ->
