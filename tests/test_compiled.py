@@ -93,3 +93,14 @@ def test_failed_build_falls_back_with_a_warning_under_auto_and_fails_under_one(m
     got = hrnn_scan.hierarchical_scan(*x, 2, 2, 0, 0, 1e-5)
     for a, b in zip(got, hierarchical_scan_naive(*x, 2, 2, 0, 0, 1e-5)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_build_prints_one_note_and_a_cached_load_none(monkeypatch, capsys) -> None:
+    monkeypatch.setattr("torch.utils.cpp_extension.load", lambda **kwargs: None)
+    monkeypatch.setenv("UNIFIED_COMPILED_LOOPS", "auto")
+    for threshold, noted in ((-1.0, True), (1e9, False)):  # the load "took" longer / shorter than a build
+        monkeypatch.setattr(compiled, "_loaded", {})
+        monkeypatch.setattr(compiled, "_BUILD_NOTE_S", threshold)
+        assert compiled.compiled_ops("unified_hrnn") is not None
+        err = capsys.readouterr().err
+        assert ("note: built the compiled loops 'unified_hrnn'" in err) == noted, err

@@ -7,7 +7,8 @@ much as the calls themselves. `unified/ops/csrc/hrnn_loops.cpp` is `hrnn_scan`'s
 the same ATen calls in the same order (so the same values, tested in tests/test_compiled.py).
 It is built by `torch.utils.cpp_extension.load` (needs a C++ compiler and ninja; ~15 s on 2
 cores, once: the build is cached under torch's extensions folder, `TORCH_EXTENSIONS_DIR`, and
-rebuilt when the source changes) the first time a scan runs on CPU.
+rebuilt when the source changes) the first time a scan runs on CPU, with one `note:` line on
+stderr when it builds.
 
 `UNIFIED_COMPILED_LOOPS` chooses: `auto` (default: build or load it, and fall back to the
 Python loops with one warning if that fails), `0` (always the Python loops), `1` (fail with
@@ -16,6 +17,8 @@ the build's error instead of falling back).
 from __future__ import annotations
 
 import os
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +30,7 @@ from unified.errors import ConfigError
 _SOURCES = {"unified_hrnn": Path(__file__).parent / "csrc" / "hrnn_loops.cpp"}
 _CHOICES = ("auto", "0", "1")
 _loaded: dict[str, Optional[Any]] = {}
+_BUILD_NOTE_S = 3.0  # loading a cached build takes well under this; a build takes ~15 s
 
 
 def compiled_choice() -> str:
@@ -48,9 +52,13 @@ def compiled_ops(name: str) -> Optional[Any]:
         try:
             from torch.utils import cpp_extension
 
+            start = time.perf_counter()
             cpp_extension.load(name=name, sources=[str(_SOURCES[name])], extra_cflags=["-O2"],
                                is_python_module=False, verbose=False)
             _loaded[name] = getattr(torch.ops, name)
+            if time.perf_counter() - start > _BUILD_NOTE_S:  # a build, not a load of the cached one
+                print(f"note: built the compiled loops '{name}' in {time.perf_counter() - start:.0f} s "
+                      f"(cached: later runs load them)", file=sys.stderr)
         except Exception as exc:  # no compiler, no ninja, a failed build: the Python loop runs
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             if choice == "1":
