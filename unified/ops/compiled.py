@@ -56,9 +56,10 @@ def compiled_ops(name: str) -> Optional[Any]:
             cpp_extension.load(name=name, sources=[str(_SOURCES[name])], extra_cflags=["-O2"],
                                is_python_module=False, verbose=False)
             _loaded[name] = getattr(torch.ops, name)
-            if time.perf_counter() - start > _BUILD_NOTE_S:  # a build, not a load of the cached one
-                print(f"note: built the compiled loops '{name}' in {time.perf_counter() - start:.0f} s "
-                      f"(cached: later runs load them)", file=sys.stderr)
+            took = time.perf_counter() - start
+            if took > _BUILD_NOTE_S:  # a build, not a load of the cached one
+                print(f"note: built the compiled loops '{name}' in {took:.0f} s (cached: later runs load them)",
+                      file=sys.stderr)
         except Exception as exc:  # no compiler, no ninja, a failed build: the Python loop runs
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             if choice == "1":

@@ -126,6 +126,10 @@ def _gru_coefficients(rz: torch.Tensor, n: torch.Tensor, h_prev: torch.Tensor, g
     return k_gi, k_q
 
 
+# What the forward loop keeps per low step (q, lm, lr) and per cycle (hm, hr, pm, pr), in its order.
+_KEPT = ("q", "lm", "lr", "hm", "hr", "pm", "pr")
+
+
 def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g_hrec, T: int, N: int,
              eps: float, save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The recurrence without autograd; with `save`, every step's activations are kept (returned
@@ -144,16 +148,15 @@ def _forward(xn, low0, high0, w_high, u_low, w_up, g_hl, g_lrec, g_hin, b_hin, g
     packed = tuple(PackedWeight(w) for w in (w_high, u_low, w_up))
     ops = _compiled(xn)
     if ops is not None:
-        kept = ops.forward_loop(xn, *bufs, *gains, *_weight_args(packed), T, N, eps, save)
+        kept = ops.forward_loop(xn, *bufs, *gains, *_weight_args(packed, xn), T, N, eps, save)
     else:
         kept = _forward_loop(xn, *bufs, *gains, *packed, T, N, eps, save)
-    if save:
-        hs.copy_(highs[N::N].transpose(0, 1))  # the high state after each token's last cycle
     low_last, high_last = lows[-1].clone(), highs[-1].clone()
-    saved = {}
-    if save:
-        saved = dict(lows=lows, highs=highs, gh=gh, rz=rz, nb=nb, hp=hp, hpn=hpn, p=p, rzh=rzh, nh=nh,
-                     **dict(zip(("q", "lm", "lr", "hm", "hr", "pm", "pr"), kept)))
+    if not save:
+        return hs, low_last, high_last, {}
+    hs.copy_(highs[N::N].transpose(0, 1))  # the high state after each token's last cycle
+    saved = dict(lows=lows, highs=highs, gh=gh, rz=rz, nb=nb, hp=hp, hpn=hpn, p=p, rzh=rzh, nh=nh,
+                 **dict(zip(_KEPT, kept)))
     return hs, low_last, high_last, saved
 
 
@@ -162,9 +165,11 @@ def _compiled(x: torch.Tensor) -> Any:
     return compiled_ops("unified_hrnn") if x.device.type == "cpu" else None
 
 
-def _weight_args(packed: tuple[PackedWeight, ...]) -> list:
-    """The compiled loops' form of packed weights: (w.T, packed or None) per weight."""
-    return [v for pk in packed for v in (pk.wt, pk.packed)]
+def _weight_args(packed: tuple[PackedWeight, ...], x: torch.Tensor) -> list:
+    """The compiled loops' form of packed weights: (w.T, the packed weight or None) per weight,
+    None where PackedWeight would use torch.mm for products with x's rows and dtype (every
+    product of one scan has the batch's rows and the scan's dtype)."""
+    return [v for pk in packed for v in (pk.wt, pk.packed if pk.uses_packed(x) else None)]
 
 
 def _forward_loop(xn, lows, highs, gh, rz, nb, hp, hpn, p, gih, rzh, nh, hs, g_hp, g_lrec, g_hin, b_hin,
@@ -175,7 +180,7 @@ def _forward_loop(xn, lows, highs, gh, rz, nb, hp, hpn, p, gih, rzh, nh, hs, g_h
     pm, pr stacked; else [] (buffers hold one step; hs gets each token's high state)."""
     L, Hl, Hh = xn.shape[1], lows.shape[2], highs.shape[2]
     norm = _HighNorm(3 * Hl, Hl, Hh, eps)
-    keep: dict[str, list] = {name: [] for name in ("q", "lm", "lr", "hm", "hr", "pm", "pr")}
+    keep: dict[str, list] = {name: [] for name in _KEPT}
     lows_s, highs_s, gh_s, rz_s, nb_s = (v.unbind(0) for v in (lows, highs, gh, rz, nb))
     hp_s, hpn_s, p_s, gih_s, rzh_s, nh_s = (v.unbind(0) for v in (hp, hpn, p, gih, rzh, nh))
     one = 1 if save else 0  # the step index advances only when every step is kept
@@ -257,7 +262,7 @@ def _backward(sv: dict[str, torch.Tensor], params, shape, d_hs, d_low, d_high, n
             sv["q"], sv["lm"], sv["lr"], sv["p"], sv["pm"], sv["pr"], sv["hp"], sv["hm"], sv["hr"], g_hl)
     ops = _compiled(lows)
     if ops is not None:
-        dq, dp, dhp, dhigh = ops.backward_loop(*args, *_weight_args(packed), T, N, tbptt, pos, eps)
+        dq, dp, dhp, dhigh = ops.backward_loop(*args, *_weight_args(packed, lows[0]), T, N, tbptt, pos, eps)
     else:
         dq, dp, dhp, dhigh = _backward_loop(*args, *packed, T, N, tbptt, pos, eps)
     flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731

@@ -46,12 +46,13 @@ class PackedWeight:
             with torch.no_grad():
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), None)
 
-    def _use_packed(self, x: torch.Tensor) -> bool:
+    def uses_packed(self, x: torch.Tensor) -> bool:
+        """Whether a product with x (rows, in) takes the packed weight (else torch.mm)."""
         return self.packed is not None and x.shape[0] > 1 and x.dtype == torch.float32
 
     def mm(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x @ w.T, written into `out` when given."""
-        if not self._use_packed(x):
+        if not self.uses_packed(x):
             return torch.mm(x, self.wt, out=out)
         y = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
         return y if out is None else out.copy_(y)
@@ -59,7 +60,7 @@ class PackedWeight:
     def addmm(self, base: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """base + x @ w.T (base the same shape as the product), written into `out` when given
         (`out` may be `base` itself)."""
-        if not self._use_packed(x):
+        if not self.uses_packed(x):
             return torch.addmm(base, x, self.wt, out=out)
         y = torch.ops.mkldnn._linear_pointwise.binary(x, base, self.packed, None, "add")
         return y if out is None else out.copy_(y)

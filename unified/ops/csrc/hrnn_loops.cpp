@@ -34,21 +34,19 @@ const auto& linear_add_op() {
   return op;
 }
 
-// A weight as PackedWeight holds it: wt = w.T for torch.mm, packed = oneDNN's layout or undefined.
+// A weight as PackedWeight holds it: wt = w.T for torch.mm, packed = oneDNN's layout, undefined
+// where PackedWeight.uses_packed says torch.mm (the Python side decides, once per scan).
 struct Weight {
   Tensor wt, packed;
-  bool use_packed(const Tensor& x) const {
-    return packed.defined() && x.size(0) > 1 && x.scalar_type() == at::kFloat;
-  }
   // PackedWeight.mm: x @ w.T, into `out` when it is defined.
   Tensor mm(const Tensor& x, Tensor out = Tensor()) const {
-    if (!use_packed(x)) return out.defined() ? at::mm_out(out, x, wt) : at::mm(x, wt);
+    if (!packed.defined()) return out.defined() ? at::mm_out(out, x, wt) : at::mm(x, wt);
     Tensor y = linear_op().call(x, packed, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), "");
     return out.defined() ? out.copy_(y) : y;
   }
   // PackedWeight.addmm: base + x @ w.T, into `out` when it is defined (`out` may be `base`).
   Tensor addmm(const Tensor& base, const Tensor& x, Tensor out = Tensor()) const {
-    if (!use_packed(x)) return out.defined() ? at::addmm_out(out, base, x, wt) : at::addmm(base, x, wt);
+    if (!packed.defined()) return out.defined() ? at::addmm_out(out, base, x, wt) : at::addmm(base, x, wt);
     Tensor y = linear_add_op().call(x, base, packed, std::nullopt, "add");
     return out.defined() ? out.copy_(y) : y;
   }
